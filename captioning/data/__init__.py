@@ -1,0 +1,1 @@
+"""Datasets: the caption table every stage reads, the generated scenes, image loading."""

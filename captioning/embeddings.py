@@ -1,0 +1,83 @@
+"""Word embeddings that initialise the decoder: Word2Vec trained on the training captions, or loaded.
+
+Lookup for a loaded word2vec file (e.g. GoogleNews, case-sensitive, without "a"/"and"/"of"):
+exact word, then Capitalised, then a seeded random vector. <pad> is zeros; the other specials random.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from captioning.errors import CaptioningError
+from captioning.text.vocabulary import PAD, SPECIALS
+
+log = logging.getLogger(__name__)
+GENSIM_DOWNLOADER_NAMES = ("word2vec-google-news-300",)
+
+
+def _stable_hash(text: str) -> int:
+    # gensim seeds each initial vector with hash(word); Python's hash changes per process.
+    return zlib.crc32(text.encode("utf-8"))
+
+
+def train_word2vec(sentences: list[list[str]], dim: int, window: int, epochs: int, seed: int):
+    """Word2Vec (skip-gram) on the training captions; bit-reproducible (one worker, stable hash)."""
+    from gensim.models import Word2Vec
+
+    model = Word2Vec(
+        sentences, vector_size=dim, window=window, min_count=1, workers=1, seed=seed, epochs=epochs, sg=1,
+        hashfxn=_stable_hash,
+    )
+    return model.wv
+
+
+def load_word2vec(path_or_name: str, limit: int = 0):
+    """KeyedVectors from a word2vec file (.bin/.bin.gz binary, anything else text) or a gensim downloader name."""
+    from gensim.models import KeyedVectors
+
+    limit = limit or None
+    if path_or_name in GENSIM_DOWNLOADER_NAMES:
+        try:
+            import gensim.downloader
+
+            return gensim.downloader.load(path_or_name)
+        except Exception as error:
+            raise CaptioningError(
+                f"embeddings.word2vec_path: cannot download {path_or_name} ({error}); download "
+                "GoogleNews-vectors-negative300.bin.gz elsewhere and set embeddings.word2vec_path to its path"
+            ) from None
+    path = Path(path_or_name)
+    if not path.is_file():
+        raise CaptioningError(f"embeddings.word2vec_path: {path} not found")
+    binary = path.name.endswith((".bin", ".bin.gz"))
+    try:
+        return KeyedVectors.load_word2vec_format(str(path), binary=binary, limit=limit)
+    except Exception as error:
+        kind = "binary" if binary else "text"
+        raise CaptioningError(f"embeddings.word2vec_path: {path} is not a {kind} word2vec file ({error})") from None
+
+
+def embedding_matrix(words: list[str], vectors, seed: int) -> tuple[np.ndarray, float]:
+    """(vocab, dim) float32 matrix and the fraction of non-special words found in `vectors`."""
+    rng = np.random.default_rng(seed)
+    dim = vectors.vector_size
+    scale = float(np.std(vectors.vectors)) if len(vectors.key_to_index) else 0.1
+    matrix = rng.normal(0.0, scale, size=(len(words), dim)).astype(np.float32)
+    found = 0
+    for row, word in enumerate(words):
+        if word == PAD:
+            matrix[row] = 0.0
+        elif word in SPECIALS:
+            continue
+        else:
+            for candidate in (word, word.capitalize()):
+                if candidate in vectors.key_to_index:
+                    matrix[row] = vectors[candidate]
+                    found += 1
+                    break
+    regular = len([w for w in words if w not in SPECIALS])
+    return matrix, (found / regular if regular else 0.0)

@@ -1,0 +1,107 @@
+"""The frozen ResNet50 encoder: an image in, its last convolutional map (2048 x 7 x 7) out."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from captioning.errors import CaptioningError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGENET_VARIANTS = {
+    "IMAGENET1K_V1": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
+    "IMAGENET1K_V2": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
+}
+FEATURE_DIM = 2048
+
+
+class FrozenEncoder(nn.Module):
+    """ResNet50 without avgpool and fc; takes uint8 images, normalises them itself, never trains."""
+
+    def __init__(self, resnet: torchvision.models.ResNet):
+        super().__init__()
+        self.body = nn.Sequential(*list(resnet.children())[:-2])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
+        self.eval()
+        self.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        return super().train(False)  # batch-norm statistics stay frozen whatever the caller asks
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # images: (B, 3, H, W) uint8 -> (B, H/32 * W/32, 2048) region features
+        pixels = (images.float() - self.mean) / self.std
+        feature_map = self.body(pixels.contiguous(memory_format=torch.channels_last))  # (B, 2048, 7, 7)
+        return feature_map.flatten(2).transpose(1, 2)  # (B, 49, 2048)
+
+
+def _checkpoint_hint(variant: str) -> str:
+    filename = Path(IMAGENET_VARIANTS[variant].url).name
+    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+    return (
+        f"copy {filename} to {hub / filename}, or set features.weights to the path of a local "
+        f"ResNet50 state dict (.pth)"
+    )
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise CaptioningError(f"features.weights: {path} not found (expected a ResNet50 state dict .pth)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CaptioningError(f"features.weights: {path} is not a loadable state dict ({error})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CaptioningError(f"features.weights: {path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def build_resnet50(weights: str, seed: int = 0, imagenet_variant: str = "IMAGENET1K_V2") -> torchvision.models.ResNet:
+    """`none`: seeded random weights; `imagenet`: torchvision's; anything else: a local state-dict path."""
+    if weights == "none":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return torchvision.models.resnet50(weights=None)
+    if weights == "imagenet":
+        if imagenet_variant not in IMAGENET_VARIANTS:
+            raise CaptioningError(
+                f"params.yaml: features.imagenet_variant must be one of {', '.join(IMAGENET_VARIANTS)}, "
+                f"got {imagenet_variant!r}"
+            )
+        try:
+            return torchvision.models.resnet50(weights=IMAGENET_VARIANTS[imagenet_variant])
+        except (OSError, RuntimeError) as error:  # URLError is an OSError
+            raise CaptioningError(
+                f"cannot download the ImageNet ResNet50 weights ({error}); {_checkpoint_hint(imagenet_variant)}"
+            ) from None
+    model = torchvision.models.resnet50(weights=None)
+    state = load_state_dict(weights)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong_shape:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if wrong_shape:
+            k = wrong_shape[0]
+            details.append(f"{k} has shape {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}")
+        raise CaptioningError(f"features.weights: {weights} is not a torchvision ResNet50 state dict: {'; '.join(details)}")
+    model.load_state_dict(state)
+    return model
+
+
+def build_encoder(weights: str, seed: int = 0, imagenet_variant: str = "IMAGENET1K_V2") -> FrozenEncoder:
+    return FrozenEncoder(build_resnet50(weights, seed, imagenet_variant))

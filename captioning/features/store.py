@@ -1,0 +1,107 @@
+"""The HDF5 feature store: (N, 49, 2048) float16 region features plus the image names they belong to.
+
+Written incrementally, one chunk per image, so a Flickr30k- or COCO-sized file never has to fit in
+memory; read either whole (when it fits the memory budget) or batch by batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from captioning.errors import CaptioningError
+
+FEATURES = "features"
+NAMES = "images"
+SKIPPED = "skipped"  # images that could not be decoded, kept so later stages can drop them knowingly
+
+
+def _strings(dataset: h5py.Dataset) -> list[str]:
+    return [n.decode() if isinstance(n, bytes) else n for n in dataset[:]]
+
+
+class FeatureWriter:
+    """Append rows to a new HDF5 file; `close()` trims it to the rows written."""
+
+    def __init__(self, path: str | Path, capacity: int, regions: int, dim: int, attrs: dict | None = None):
+        self.path = Path(path)
+        self.file = h5py.File(self.path, "w")
+        self.features = self.file.create_dataset(
+            FEATURES, shape=(capacity, regions, dim), maxshape=(None, regions, dim),
+            dtype=np.float16, chunks=(1, regions, dim),
+        )
+        self.names = self.file.create_dataset(NAMES, shape=(capacity,), maxshape=(None,), dtype=h5py.string_dtype())
+        self.count = 0
+        for key, value in (attrs or {}).items():
+            self.file.attrs[key] = value
+
+    def append(self, names: list[str], features: np.ndarray) -> None:
+        end = self.count + len(names)
+        if end > self.features.shape[0]:
+            self.features.resize(end, axis=0)
+            self.names.resize(end, axis=0)
+        self.features[self.count : end] = features.astype(np.float16)
+        self.names[self.count : end] = names
+        self.count = end
+
+    def close(self, skipped: list[str] = ()) -> None:
+        self.file.create_dataset(SKIPPED, data=list(skipped), dtype=h5py.string_dtype())
+        self.features.resize(self.count, axis=0)
+        self.names.resize(self.count, axis=0)
+        self.file.close()
+
+
+class FeatureStore:
+    """Read access to a features file, by image name or by row."""
+
+    def __init__(self, path: str | Path, memory_budget_bytes: int | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CaptioningError(f"{self.path}: features file not found (run the features stage)")
+        try:
+            self.file = h5py.File(self.path, "r")
+            self.dataset = self.file[FEATURES]
+            self.names = _strings(self.file[NAMES])
+            self.skipped = set(_strings(self.file[SKIPPED])) if SKIPPED in self.file else set()
+        except (OSError, KeyError) as error:
+            raise CaptioningError(f"{self.path}: not a readable features file ({error})") from None
+        self.attrs = dict(self.file.attrs)
+        self.row_of = {name: row for row, name in enumerate(self.names)}
+        self.in_memory = None
+        if memory_budget_bytes is None or self.nbytes <= memory_budget_bytes:
+            self.in_memory = self.dataset[:]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.dataset.shape)) * self.dataset.dtype.itemsize
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.dataset.shape)
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        """Features of the given rows, in the given order: (len(rows), 49, 2048) float16."""
+        rows = np.asarray(rows)
+        if self.in_memory is not None:
+            return self.in_memory[rows]
+        order = np.argsort(rows)
+        unique, inverse = np.unique(rows[order], return_inverse=True)
+        block = self.dataset[unique]  # h5py wants increasing indices
+        result = np.empty((len(rows),) + block.shape[1:], dtype=block.dtype)
+        result[order] = block[inverse]
+        return result
+
+    def rows_for(self, names: list[str], table_path: str | Path = "the caption table") -> np.ndarray:
+        """Rows of these images; an image without features is a mismatch between the two files."""
+        missing = [n for n in names if n not in self.row_of]
+        if missing:
+            raise CaptioningError(
+                f"{self.path} has no features for {len(missing)} image(s) of {table_path} (e.g. {missing[0]}): "
+                "the features file was built from another table; rerun the features stage"
+            )
+        return np.array([self.row_of[n] for n in names], dtype=np.int64)
+
+    def close(self) -> None:
+        self.file.close()

@@ -1,0 +1,41 @@
+"""Stage `data`: materialise the dataset as image files plus the caption table."""
+
+import argparse
+from pathlib import Path
+
+from captioning.cli import log, run
+from captioning.data.scenes import generate_scenes
+from captioning.data.table import write_table
+from captioning.errors import CaptioningError
+from captioning.io import atomic_path
+from captioning.params import load_params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=Path, default=Path("data/images"))
+    parser.add_argument("--table", type=Path, default=Path("data/dataset.json"))
+    args = parser.parse_args()
+    params = load_params("data")
+
+    if params.dataset != "scenes":
+        raise CaptioningError(f"params.yaml: data.dataset={params.dataset} is not supported yet")
+    with atomic_path(args.images) as image_dir:
+        table = generate_scenes(
+            image_dir,
+            seed=params.seed,
+            num_train=params.num_train,
+            num_val=params.num_val,
+            num_test=params.num_test,
+            image_size=params.image_size,
+            min_objects=params.min_objects,
+            max_objects=params.max_objects,
+            captions_per_image=params.captions_per_image,
+        )
+    table.image_root = args.images
+    write_table(args.table, table)
+    log.info("%d generated scenes in %s, table %s", len(table.images), args.images, args.table)
+
+
+if __name__ == "__main__":
+    run(main)
