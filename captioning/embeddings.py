@@ -2,6 +2,8 @@
 
 Lookup for a loaded word2vec file (e.g. GoogleNews, case-sensitive, without "a"/"and"/"of"):
 exact word, then Capitalised, then a seeded random vector. <pad> is zeros; the other specials random.
+The embedding size is the file's (300 for GoogleNews): embeddings.dim must say the same, or the stage
+stops before loading the file. embeddings.limit keeps only the first (most frequent) words of the file.
 """
 
 from __future__ import annotations
@@ -35,8 +37,37 @@ def train_word2vec(sentences: list[list[str]], dim: int, window: int, epochs: in
     return model.wv
 
 
-def load_word2vec(path_or_name: str, limit: int = 0):
-    """KeyedVectors from a word2vec file (.bin/.bin.gz binary, anything else text) or a gensim downloader name."""
+def word2vec_header(path: Path, binary: bool) -> tuple[int, int]:
+    """(number of words, dimension) from the first line of a word2vec file, without loading it."""
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as file:
+            first_line = file.readline(200)
+        count, dim = (int(value) for value in first_line.split())
+        return count, dim
+    except (OSError, ValueError):
+        kind = "binary" if binary else "text"
+        raise CaptioningError(
+            f"embeddings.word2vec_path: {path} is not a {kind} word2vec file (its first line must be '<words> <dim>')"
+        ) from None
+
+
+def _check_dim(source: str, found: int, dim: int | None) -> None:
+    if dim is not None and found != dim:
+        raise CaptioningError(
+            f"params.yaml: embeddings.dim is {dim} but {source} has {found}-dimensional vectors; "
+            f"set embeddings.dim={found}"
+        )
+
+
+def load_word2vec(path_or_name: str, limit: int = 0, dim: int | None = None):
+    """KeyedVectors from a word2vec file (.bin/.bin.gz binary, anything else text) or a gensim downloader name.
+
+    `limit` keeps the first (most frequent) words only; 0 keeps all. With `dim`, a file whose vectors have
+    another dimension is refused before it is loaded (the model's embedding size follows the vectors).
+    """
     from gensim.models import KeyedVectors
 
     limit = limit or None
@@ -44,16 +75,19 @@ def load_word2vec(path_or_name: str, limit: int = 0):
         try:
             import gensim.downloader
 
-            return gensim.downloader.load(path_or_name)
+            vectors = gensim.downloader.load(path_or_name)
         except Exception as error:
             raise CaptioningError(
                 f"embeddings.word2vec_path: cannot download {path_or_name} ({error}); download "
                 "GoogleNews-vectors-negative300.bin.gz elsewhere and set embeddings.word2vec_path to its path"
             ) from None
+        _check_dim(path_or_name, vectors.vector_size, dim)
+        return vectors
     path = Path(path_or_name)
     if not path.is_file():
         raise CaptioningError(f"embeddings.word2vec_path: {path} not found")
     binary = path.name.endswith((".bin", ".bin.gz"))
+    _check_dim(str(path), word2vec_header(path, binary)[1], dim)
     try:
         return KeyedVectors.load_word2vec_format(str(path), binary=binary, limit=limit)
     except Exception as error:

@@ -17,6 +17,12 @@ import yaml
 from captioning.errors import CaptioningError, ParamError
 
 DATASETS = ("scenes", "flickr30k", "flickr8k", "coco")
+# The annotation formats each real dataset can be read from (data.format; `auto` detects them).
+DATASET_FORMATS = {
+    "flickr30k": ("karpathy", "hf_csv", "kaggle_csv", "token"),
+    "flickr8k": ("karpathy", "flickr8k_token", "flickr8k_csv"),
+    "coco": ("karpathy",),
+}
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 BAD_IMAGE_POLICIES = ("skip", "error")
 SELECT_BY = ("bleu_4", "cider", "meteor", "rouge_l")
@@ -45,6 +51,10 @@ class DataParams:
 
     def check(self) -> None:
         require(self.dataset in DATASETS, "data.dataset", f"one of {', '.join(DATASETS)}", self.dataset)
+        if self.dataset in DATASET_FORMATS:
+            formats = ("auto",) + DATASET_FORMATS[self.dataset]
+            require(self.format in formats, "data.format", f"one of {', '.join(formats)}", self.format)
+            require(bool(self.root), "data.root", f"the folder holding the {self.dataset} download", self.root)
         for name in ("num_train", "num_val", "num_test"):
             require(getattr(self, name) >= 1, f"data.{name}", "an integer >= 1", getattr(self, name))
         require(self.image_size >= 32, "data.image_size", "an integer >= 32", self.image_size)

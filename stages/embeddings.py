@@ -24,7 +24,7 @@ def main() -> None:
 
     vocabulary = Vocabulary.load(args.vocab)
     if params.word2vec_path:
-        vectors = load_word2vec(params.word2vec_path, params.limit)
+        vectors = load_word2vec(params.word2vec_path, params.limit, params.dim)
         source = params.word2vec_path
     else:
         sentences = [tokens for record in read_table(args.table).split("train") for tokens in record.tokenized()]

@@ -12,6 +12,7 @@ Stored as `data/dataset.json`:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,17 @@ from captioning.io import read_json, write_json
 from captioning.text.tokenizer import tokenize
 
 SPLITS = ("train", "val", "test")
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def check_image_name(name: str, where: str) -> str:
+    """The image name if it stays inside the image root, else a CaptioningError naming `where`."""
+    parts = re.split(r"[/\\]", name)
+    if not name or "\0" in name or name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts:
+        raise CaptioningError(
+            f"{where}: image name {name!r} must be a relative path inside the image folder (no absolute path, no '..')"
+        )
+    return name
 
 
 @dataclass
@@ -86,6 +98,7 @@ def read_table(path: str | Path) -> CaptionTable:
         where = f"{path}: images[{row}]"
         if not isinstance(raw, dict) or not isinstance(raw.get("image"), str):
             raise CaptioningError(f"{where}: expected an object with an 'image' file name")
+        check_image_name(raw["image"], where)
         if raw.get("split") not in SPLITS:
             raise CaptioningError(f"{where} ({raw['image']}): split must be one of {', '.join(SPLITS)}")
         captions = raw.get("captions")

@@ -1,0 +1,278 @@
+"""Dataset readers (captioning/data/readers/) on miniature copies of the real downloads."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+from fixtures_real import LONG_CAPTION, make_coco, make_flickr8k, make_flickr30k, write_jpeg
+
+from captioning.data.readers import detect_format, read_dataset
+from captioning.data.readers.split import KARPATHY_SIZES, seeded_split, split_sizes
+from captioning.data.table import check_image_name, read_table, write_table
+from captioning.errors import CaptioningError, ParamError
+from captioning.params import parse_section
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def by_name(table):
+    return {record.image: record for record in table.images}
+
+
+def captions_of(table):
+    return {record.image: record.captions for record in table.images}
+
+
+@pytest.mark.parametrize(
+    ("layout", "format"), [("kaggle", "kaggle_csv"), ("token", "token"), ("hf", "hf_csv"), ("karpathy", "karpathy")]
+)
+def test_flickr30k_layouts_read_back_every_caption(tmp_path, layout, format):
+    mini = make_flickr30k(tmp_path / "flickr30k", layout)
+    assert detect_format("flickr30k", mini.root) == (format, mini.annotation)
+    table = read_dataset("flickr30k", mini.root)
+    assert table.dataset == "flickr30k"
+    assert table.image_root == mini.image_dir.resolve() and table.image_root.is_absolute()
+    assert captions_of(table) == mini.captions  # quirks kept: non-ASCII, 2 and 80 words, duplicates
+    assert all(table.image_path(record).is_file() for record in table.images)
+    if layout in ("hf", "karpathy"):
+        assert {r.image: r.split for r in table.images} == mini.splits
+    if layout == "karpathy":
+        assert {r.image: r.tokens for r in table.images} == mini.tokens
+    else:
+        assert all(record.tokens is None for record in table.images)
+
+
+def test_quirky_captions_are_kept_in_full(tmp_path):
+    table = read_dataset("flickr30k", make_flickr30k(tmp_path, "token").root)
+    captions = [caption for record in table.images for caption in record.captions]
+    assert "Un garçon joue près du café à São Paulo ." in captions
+    assert "dogs racing" in captions
+    assert LONG_CAPTION in captions and len(LONG_CAPTION.split()) == 81
+    duplicated = table.images[3].captions
+    assert duplicated[0] == duplicated[1] and len(duplicated) == 5
+    # and they survive the caption table file
+    write_table(tmp_path / "dataset.json", table)
+    again = read_table(tmp_path / "dataset.json")
+    assert captions_of(again) == captions_of(table) and again.image_root == table.image_root
+
+
+def test_kaggle_malformed_row_is_repaired(tmp_path, caplog):
+    mini = make_flickr30k(tmp_path, "kaggle")
+    lines = mini.annotation.read_text(encoding="utf-8").splitlines()
+    assert any(line.startswith("2199200615.jpg| 4   ") for line in lines)  # the second '|' is missing
+    with caplog.at_level(logging.WARNING):
+        table = read_dataset("flickr30k", mini.root)
+    record = by_name(table)["2199200615.jpg"]
+    assert len(record.captions) == 5 and record.captions[4] == mini.captions["2199200615.jpg"][4]
+    assert "repaired" in caplog.text and "2199200615.jpg" in caplog.text
+
+
+def test_the_real_malformed_row(tmp_path):
+    root = tmp_path / "flickr30k_images"
+    write_jpeg(root / "flickr30k_images" / "2199200615.jpg", 0)
+    for name in ("a.jpg", "b.jpg"):
+        write_jpeg(root / "flickr30k_images" / name, 1)
+    (root / "results.csv").write_text(
+        "image_name| comment_number| comment\n"
+        "2199200615.jpg| 3| A dog in the grass .\n"
+        "2199200615.jpg| 4   A dog runs across the grass .\n"
+        "a.jpg| 0| A cat .\nb.jpg| 0| A bird .\n",
+        encoding="utf-8",
+    )
+    table = read_dataset("flickr30k", tmp_path)
+    assert by_name(table)["2199200615.jpg"].captions == ["A dog in the grass .", "A dog runs across the grass ."]
+
+
+def test_karpathy_json_beside_results_csv_gives_the_split(tmp_path):
+    mini = make_flickr30k(tmp_path, "kaggle", karpathy_json=True)
+    table = read_dataset("flickr30k", mini.root, "kaggle_csv")
+    assert {r.image: r.split for r in table.images} == mini.splits
+    assert captions_of(table) == mini.captions and all(r.tokens is None for r in table.images)
+    assert detect_format("flickr30k", mini.root)[0] == "karpathy"  # auto prefers the file with tokens
+
+
+def test_images_outside_the_split_file_are_dropped(tmp_path, caplog):
+    mini = make_flickr30k(tmp_path, "token", karpathy_json=True)
+    document = json.loads((tmp_path / "dataset_flickr30k.json").read_text(encoding="utf-8"))
+    left_out = document["images"].pop(0)["filename"]
+    (tmp_path / "dataset_flickr30k.json").write_text(json.dumps(document), encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        table = read_dataset("flickr30k", mini.root, "token")
+    assert left_out not in by_name(table) and len(table.images) == len(mini.captions) - 1
+    assert "dropped 1 images" in caplog.text
+
+
+def test_seeded_split_without_a_split_file(tmp_path, caplog):
+    mini = make_flickr30k(tmp_path, "token", count=40)
+    with caplog.at_level(logging.WARNING):
+        table = read_dataset("flickr30k", mini.root, seed=3)
+    assert "seeded random split" in caplog.text
+    counts = tuple(len(table.split(s)) for s in ("train", "val", "test"))
+    assert counts == split_sizes(40, KARPATHY_SIZES["flickr30k"]) == (38, 1, 1)
+    again = read_dataset("flickr30k", mini.root, seed=3)
+    assert [r.split for r in again.images] == [r.split for r in table.images]
+
+
+def test_split_sizes_follow_the_karpathy_proportions():
+    sizes = KARPATHY_SIZES["flickr30k"]
+    assert split_sizes(31_014, sizes) == (29_000, 1_014, 1_000)
+    assert split_sizes(31_783, sizes) == (29_769, 1_014, 1_000)  # every other image trains
+    assert split_sizes(3_101, sizes) == (2_900, 101, 100)
+    assert split_sizes(3, sizes) == (1, 1, 1)
+    with pytest.raises(CaptioningError, match="at least 3 images"):
+        split_sizes(2, sizes)
+    names = [f"{i}.jpg" for i in range(100)]
+    split = seeded_split(names, sizes, seed=0)
+    assert split == seeded_split(list(reversed(names)), sizes, seed=0)  # order of the file does not matter
+    assert split != seeded_split(names, sizes, seed=1)
+
+
+def test_flickr8k_token_files(tmp_path, caplog):
+    mini = make_flickr8k(tmp_path, "token")
+    with caplog.at_level(logging.WARNING):
+        table = read_dataset("flickr8k", mini.root)
+    assert "2258277193_586949ec62.jpg.1" in caplog.text and "not an image file" in caplog.text
+    assert table.image_root == (tmp_path / "Flicker8k_Dataset").resolve()
+    assert {r.image: r.split for r in table.images} == mini.splits  # the unlisted image is dropped
+    assert all(captions_of(table)[name] == mini.captions[name] for name in mini.splits)
+
+
+def test_flickr8k_kaggle_csv_keeps_quoted_commas(tmp_path):
+    mini = make_flickr8k(tmp_path, "kaggle")
+    assert 'A man, a woman and a dog stand by a sign that reads "open" .' in mini.annotation.read_text(
+        encoding="utf-8"
+    ).replace('""', '"')
+    table = read_dataset("flickr8k", mini.root)
+    assert captions_of(table) == mini.captions
+    assert table.image_root == (tmp_path / "Images").resolve()
+    assert {r.split for r in table.images} == {"train", "val", "test"}
+
+
+def test_coco_karpathy_json(tmp_path):
+    mini = make_coco(tmp_path)
+    table = read_dataset("coco", mini.root)
+    records = by_name(table)
+    assert captions_of(table) == mini.captions and {r.image: r.split for r in table.images} == mini.splits
+    assert "train2014/COCO_train2014_000000000100.jpg" in records
+    assert len(records["train2014/COCO_train2014_000000000100.jpg"].captions) == 7
+    assert len(records["train2014/COCO_train2014_000000000137.jpg"].captions) == 6
+    assert {r.image: r.tokens for r in table.images} == mini.tokens
+    assert all(table.image_path(r).is_file() for r in table.images)
+
+
+def test_empty_captions_are_skipped_and_counted(tmp_path, caplog):
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        write_jpeg(tmp_path / "flickr30k-images" / name, 0)
+    (tmp_path / "results_20130124.token").write_text(
+        "a.jpg#0\tA cat .\na.jpg#1\t   \nb.jpg#0\tA dog .\nc.jpg#0\tA  bird\t sings .\nd.jpg#0\t\n\n", encoding="utf-8"
+    )
+    with caplog.at_level(logging.WARNING):
+        table = read_dataset("flickr30k", tmp_path)
+    assert captions_of(table) == {"a.jpg": ["A cat ."], "b.jpg": ["A dog ."], "c.jpg": ["A bird sings ."]}
+    assert "skipped 2 empty captions" in caplog.text and "dropped 1 images without any caption" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["../secret.jpg", "/etc/secret.jpg", "images/../../secret.jpg", "C:\\x.jpg", ".."])
+def test_names_that_leave_the_image_folder_are_refused(tmp_path, name):
+    write_jpeg(tmp_path / "flickr30k-images" / "a.jpg", 0)
+    (tmp_path / "results_20130124.token").write_text(f"a.jpg#0\tA cat .\n{name}#0\tA dog .\n", encoding="utf-8")
+    with pytest.raises(
+        CaptioningError, match=r"results_20130124\.token: line 2: image name .* inside the image folder"
+    ):
+        read_dataset("flickr30k", tmp_path)
+
+
+def test_read_table_refuses_names_that_leave_the_image_root(tmp_path):
+    path = tmp_path / "dataset.json"
+    path.write_text(json.dumps({"images": [{"image": "../x.jpg", "split": "train", "captions": ["a"]}]}))
+    with pytest.raises(CaptioningError, match=r"dataset\.json: images\[0\]: image name '../x.jpg'"):
+        read_table(path)
+    assert check_image_name("train2014/x.jpg", "here") == "train2014/x.jpg"
+    assert check_image_name("a..b.jpg", "here") == "a..b.jpg"
+
+
+def test_missing_files_name_what_was_expected(tmp_path):
+    with pytest.raises(CaptioningError, match=r"folder not found"):
+        read_dataset("flickr30k", tmp_path / "nowhere")
+    with pytest.raises(CaptioningError) as caught:
+        read_dataset("flickr30k", tmp_path)
+    message = str(caught.value)
+    assert str(tmp_path) in message and "\n" not in message
+    for name in ("dataset_flickr30k.json", "results.csv", "results_20130124.token", "flickr_annotations_30k.csv"):
+        assert name in message
+    with pytest.raises(CaptioningError, match=r"data.format=hf_csv needs flickr_annotations_30k.csv"):
+        read_dataset("flickr30k", tmp_path, "hf_csv")
+    with pytest.raises(CaptioningError, match=r"not a flickr8k format"):
+        read_dataset("flickr8k", tmp_path, "kaggle_csv")
+
+
+def test_missing_images_are_an_error(tmp_path):
+    (tmp_path / "results_20130124.token").write_text("a.jpg#0\tA cat .\n", encoding="utf-8")
+    with pytest.raises(CaptioningError, match=r"token: a seeded train/val/test split needs at least 3 images, got 1"):
+        read_dataset("flickr30k", tmp_path)
+    (tmp_path / "results_20130124.token").write_text("a.jpg#0\tA .\nb.jpg#0\tB .\nc.jpg#0\tC .\n", encoding="utf-8")
+    with pytest.raises(CaptioningError, match=r"no folder below it holds the images .* a\.jpg"):
+        read_dataset("flickr30k", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("filename", "text", "match"),
+    [
+        ("results_20130124.token", "a.jpg#0\tA cat .\na.jpg A dog .\n", r"token: line 2: expected 'NAME.jpg#N<TAB>"),
+        ("results.csv", "image_name,comment_number,comment\n", r"results.csv: line 1: expected the header"),
+        ("results.csv", "image_name| comment_number| comment\na.jpg A dog\n", r"results.csv: line 2: expected"),
+        (
+            "flickr_annotations_30k.csv",
+            "raw,sentids,split,filename,img_id\nnot json,[],train,a.jpg,0\n",
+            r"flickr_annotations_30k.csv: line 2: column raw must be a JSON list",
+        ),
+        (
+            "flickr_annotations_30k.csv",
+            'raw,sentids,split,filename,img_id\n"[""A cat""]",[],dev,a.jpg,0\n',
+            r"flickr_annotations_30k.csv: line 2: split 'dev'",
+        ),
+        ("flickr_annotations_30k.csv", "raw,filename\n", r"line 1: missing column\(s\) split \(expected raw,split,"),
+        ("dataset_flickr30k.json", '{"images": [], "dataset": "coco"}', r"Karpathy file of coco"),
+    ],
+)
+def test_malformed_files_name_the_row(tmp_path, filename, text, match):
+    (tmp_path / filename).write_text(text, encoding="utf-8")
+    with pytest.raises(CaptioningError, match=match):
+        read_dataset("flickr30k", tmp_path)
+
+
+def test_non_utf8_file_is_a_clear_error(tmp_path):
+    (tmp_path / "results_20130124.token").write_bytes("a.jpg#0\tUn garçon .\n".encode("latin-1"))
+    with pytest.raises(CaptioningError, match=r"not UTF-8"):
+        read_dataset("flickr30k", tmp_path)
+
+
+def test_data_params_check_the_format():
+    params = parse_section("data", {"dataset": "flickr30k", "root": "downloads/f30k", "format": "kaggle_csv"})
+    assert params.format == "kaggle_csv"
+    with pytest.raises(ParamError, match=r"data.format must be one of auto, karpathy, flickr8k_token"):
+        parse_section("data", {"dataset": "flickr8k", "root": "x", "format": "kaggle_csv"})
+    with pytest.raises(ParamError, match=r"data.root must be the folder holding the flickr30k download"):
+        parse_section("data", {"dataset": "flickr30k"})
+
+
+def test_data_stage_reads_a_real_dataset_in_place(tmp_path, monkeypatch):
+    mini = make_flickr30k(tmp_path / "downloads" / "flickr30k", "hf")
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "params.yaml").write_text("data:\n  dataset: flickr30k\n  root: ../downloads/flickr30k\n")
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(sys, "argv", ["stages/data.py"])
+    spec = importlib.util.spec_from_file_location("data_stage", REPO / "stages" / "data.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
+    stage.main()
+    table = read_table(work / "data" / "dataset.json")
+    assert table.image_root == mini.image_dir.resolve() and captions_of(table) == mini.captions
+    assert sorted(p.name for p in (work / "data" / "images").iterdir()) == ["MANIFEST.txt"]
+    assert str(mini.image_dir.resolve()) in (work / "data" / "images" / "MANIFEST.txt").read_text(encoding="utf-8")
