@@ -1,0 +1,99 @@
+"""Caption metrics the way the literature scores them: pycocoevalcap (coco-caption).
+
+PTB tokenizer, BLEU-1..4 (corpus level, closest reference length), METEOR 1.5, ROUGE-L and CIDEr,
+each prediction against all references of its image. The tokenizer and METEOR need Java; without it
+the project's tokenizer stands in (with a warning) and METEOR is replaced by NLTK's, under the
+different key `meteor_nltk` and only when the WordNet corpus is installed — never silently as `meteor`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import shutil
+
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+
+from captioning.text.tokenizer import tokenize
+
+log = logging.getLogger(__name__)
+METRIC_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
+
+
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+def _nltk_wordnet_available() -> bool:
+    try:
+        import nltk
+
+        nltk.data.find("corpora/wordnet")
+        return True
+    except LookupError:
+        return False
+
+
+class CaptionScorer:
+    """Scores {image: caption} against {image: [references]}; keeps one METEOR process for many calls."""
+
+    def __init__(self, meteor: bool = True):
+        self.java = java_available()
+        self._meteor = None
+        if meteor and self.java:
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            self._meteor = Meteor()
+        elif meteor:
+            log.warning("Java not found: METEOR 1.5 and the PTB tokenizer are unavailable (install a JRE)")
+        self.nltk_meteor = meteor and not self.java and _nltk_wordnet_available()
+
+    def _tokenize(self, captions: dict) -> dict:
+        if self.java:
+            from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+            return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+        return {k: [" ".join(tokenize(c)) for c in v] for k, v in captions.items()}
+
+    def score(self, predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+        if set(predictions) != set(references) or not predictions:
+            raise ValueError("predictions and references must cover the same, non-empty set of images")
+        keys = sorted(predictions)
+        both = {("ref", k): references[k] for k in keys} | {("hyp", k): [predictions[k]] for k in keys}
+        tokenized = self._tokenize(both)  # one tokenizer run for references and predictions
+        references = {k: tokenized[("ref", k)] for k in keys}
+        # An empty hypothesis breaks METEOR's line protocol; a lone placeholder scores zero as it should.
+        predictions = {k: [tokenized[("hyp", k)][0] or "<empty>"] for k in keys}
+        with contextlib.redirect_stdout(io.StringIO()):  # the BLEU scorer prints its internals
+            bleu, _ = Bleu(4).compute_score(references, predictions, verbose=0)
+            rouge, _ = Rouge().compute_score(references, predictions)
+            cider, _ = Cider().compute_score(references, predictions)
+        result = {f"bleu_{n + 1}": float(bleu[n]) for n in range(4)}
+        result.update(rouge_l=float(rouge), cider=float(cider))
+        if self._meteor is not None:
+            meteor, _ = self._meteor.compute_score(references, predictions)
+            result["meteor"] = float(meteor)
+        elif self.nltk_meteor:
+            from nltk.translate.meteor_score import meteor_score
+
+            values = [meteor_score([r.split() for r in references[k]], predictions[k][0].split()) for k in keys]
+            result["meteor_nltk"] = sum(values) / len(values)
+        return result
+
+    def close(self) -> None:
+        if self._meteor is not None:
+            with self._meteor.lock:
+                self._meteor.meteor_p.stdin.close()
+                self._meteor.meteor_p.kill()
+                self._meteor.meteor_p.wait()
+            self._meteor.__class__.__del__ = lambda self: None  # already closed
+            self._meteor = None
+
+    def __enter__(self) -> CaptionScorer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
