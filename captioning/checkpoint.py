@@ -40,8 +40,15 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         raise CaptioningError(f"{path}: not a loadable model file ({error})") from None
     if not isinstance(payload, dict) or payload.get("format") != "captioning-model/1":
         raise CaptioningError(f"{path}: not a model file written by this project")
-    decoder = CaptionDecoder(DecoderConfig(**payload["config"]))
-    decoder.load_state_dict(payload["state_dict"])
+    try:
+        decoder = CaptionDecoder(DecoderConfig(**payload["config"]))
+        decoder.load_state_dict(payload["state_dict"])
+    except (TypeError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[-1].strip()
+        raise CaptioningError(
+            f"{path}: its weights do not match its recorded configuration {payload['config']} ({first}); "
+            "the file was written by another version of the model: retrain (dvc repro train)"
+        ) from None
     decoder.eval()
     return decoder, payload
 

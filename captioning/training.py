@@ -18,6 +18,7 @@ from tqdm import tqdm
 from captioning.decoding import greedy_decode
 from captioning.device import autocast
 from captioning.features.store import FeatureStore
+from captioning.evaluation import EvaluationImages, decode_captions
 from captioning.metrics import CaptionScorer
 from captioning.model.decoder import CaptionDecoder
 from captioning.params import TrainParams
@@ -33,15 +34,6 @@ class CaptionSet:
     captions: np.ndarray  # (M, L) int
     lengths: np.ndarray  # (M,) tokens including <start> and <end>
     feature_rows: np.ndarray  # (M,)
-
-
-@dataclass
-class EvaluationImages:
-    """Images to decode and score: their feature rows and all their reference captions."""
-
-    names: list[str]
-    feature_rows: np.ndarray
-    references: list[list[str]]
 
 
 def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -73,31 +65,11 @@ def caption_loss(
     return loss
 
 
-def estimate_feature_scale(store: FeatureStore, rows: np.ndarray, sample: int = 256, seed: int = 0) -> float:
-    """Root mean square of the region features over a sample of training images."""
+def feature_statistics(store: FeatureStore, rows: np.ndarray, sample: int = 512, seed: int = 0):
+    """Per-channel mean and standard deviation of the region features over a sample of training images."""
     chosen = np.random.default_rng(seed).choice(rows, size=min(sample, len(rows)), replace=False)
-    values = store.rows(np.sort(chosen)).astype(np.float32)
-    return float(np.sqrt(np.mean(values**2))) or 1.0
-
-
-def decode_captions(
-    decoder: CaptionDecoder,
-    store: FeatureStore,
-    images: EvaluationImages,
-    vocabulary: Vocabulary,
-    device: torch.device,
-    decode: Callable,
-    batch_size: int = 100,
-) -> tuple[dict[str, str], list[np.ndarray]]:
-    """Caption each image once with `decode(decoder, features)`; returns {name: caption} and weights."""
-    captions, weights = {}, []
-    for i in range(0, len(images.names), batch_size):
-        features = torch.from_numpy(store.rows(images.feature_rows[i : i + batch_size])).to(device)
-        decoded = decode(decoder, features)
-        for name, tokens in zip(images.names[i : i + batch_size], decoded.tokens):
-            captions[name] = " ".join(vocabulary.decode(tokens))
-        weights.extend(decoded.weights)
-    return captions, weights
+    values = torch.from_numpy(store.rows(np.sort(chosen))).float().flatten(0, 1)  # (n * R, F)
+    return values.mean(dim=0), values.std(dim=0)
 
 
 def validate(decoder, store, images, vocabulary, device, scorer: CaptionScorer, max_len: int) -> dict[str, float]:

@@ -15,7 +15,8 @@ from captioning.features.store import FeatureStore
 from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, DecoderConfig
 from captioning.params import load_params
-from captioning.training import CaptionSet, EvaluationImages, estimate_feature_scale, fit
+from captioning.evaluation import EvaluationImages
+from captioning.training import CaptionSet, feature_statistics, fit
 from captioning.text.vocabulary import Vocabulary
 
 
@@ -39,9 +40,7 @@ def main() -> None:
     kept = np.array([table.images[i].image not in store.skipped for i in encoded["image_index"]], dtype=bool)
     image_rows = store.rows_for([r.image if r.image not in store.skipped else store.names[0] for r in table.images])
     train = CaptionSet(encoded["captions"][kept], encoded["lengths"][kept], image_rows[encoded["image_index"][kept]])
-    val_records = [r for r in table.split("val") if r.image not in store.skipped]
-    val = EvaluationImages([r.image for r in val_records], store.rows_for([r.image for r in val_records]),
-                           [r.captions for r in val_records])
+    val = EvaluationImages.from_split(table, store, "val")
 
     embeddings = torch.from_numpy(np.load(args.embeddings))
     config = DecoderConfig(vocab_size=len(vocabulary), embed_dim=embeddings.shape[1], feature_dim=store.shape[2],
@@ -51,7 +50,7 @@ def main() -> None:
     precision = resolve_precision(params.precision, device)
     decoder = CaptionDecoder(config)
     decoder.load_embeddings(embeddings, finetune)
-    decoder.feature_scale.fill_(estimate_feature_scale(store, np.unique(train.feature_rows), seed=params.seed))
+    decoder.set_feature_statistics(*feature_statistics(store, np.unique(train.feature_rows), seed=params.seed))
     decoder.to(device)
     log.info("training on %d captions, %d validation images, %s, %s", len(train.lengths), len(val.names), device,
              precision)

@@ -40,7 +40,7 @@ class DecoderConfig:
 class EncodedImages(NamedTuple):
     """Per-image tensors computed once before the time loop; rows are sliced or repeated together."""
 
-    features: torch.Tensor  # (B, R, F) scaled region features
+    features: torch.Tensor  # (B, R, F) standardised region features
     keys: torch.Tensor  # what the context module scores, e.g. W_f f: (B, R, A)
     values: torch.Tensor  # the vectors the context mixes: (B, N, C)
     value_gates: torch.Tensor  # W_z v for each value: (B, N, 4H)
@@ -61,9 +61,15 @@ class CaptionDecoder(nn.Module):
         self.lstm = nn.LSTMCell(config.embed_dim + self.context.context_dim, config.decoder_dim)
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(config.decoder_dim, config.vocab_size)
-        # Region features arrive in whatever scale the encoder gives (random ResNet50 maps are ~30x
-        # ImageNet's); dividing by their RMS on the training set keeps the LSTM out of saturation.
-        self.register_buffer("feature_scale", torch.tensor(1.0))
+        # Region features arrive in whatever scale and offset the encoder gives (a random ResNet50's
+        # maps are ~30x ImageNet's and mostly a constant); standardising each channel with training-set
+        # statistics makes the differences between regions and images what the decoder sees.
+        self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
+        self.register_buffer("feature_std", torch.ones(config.feature_dim))
+
+    def set_feature_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp(min=1e-3))
 
     def load_embeddings(self, matrix: torch.Tensor, finetune: bool) -> None:
         self.embedding.weight.data.copy_(matrix)
@@ -77,7 +83,7 @@ class CaptionDecoder(nn.Module):
         return self.lstm.weight_ih[:, self.config.embed_dim :]
 
     def encode(self, features: torch.Tensor) -> EncodedImages:
-        features = features.float() / self.feature_scale  # (B, R, F)
+        features = (features.float() - self.feature_mean) / self.feature_std  # (B, R, F)
         keys, values = self.context.prepare(features)
         value_gates = values @ self._context_weights().t()  # (B, N, 4H)
         return EncodedImages(features, keys, values, value_gates)

@@ -1,0 +1,54 @@
+"""Stage `evaluate`: beam search on the test split, scored with pycocoevalcap."""
+
+import argparse
+from pathlib import Path
+
+from captioning.checkpoint import check_vocabulary, load_model
+from captioning.cli import log, run
+from captioning.data.table import read_table
+from captioning.decoding import beam_search
+from captioning.device import select_device
+from captioning.evaluation import EvaluationImages, decode_captions
+from captioning.features.store import FeatureStore
+from captioning.io import write_json
+from captioning.metrics import CaptionScorer
+from captioning.params import load_params
+from captioning.text.vocabulary import Vocabulary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--table", type=Path, default=Path("data/dataset.json"))
+    parser.add_argument("--vocab", type=Path, default=Path("data/vocab.json"))
+    parser.add_argument("--features", type=Path, default=Path("data/features.h5"))
+    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
+    parser.add_argument("--predictions", type=Path, default=Path("reports/predictions.json"))
+    args = parser.parse_args()
+    params = load_params("evaluate")
+
+    device = select_device()
+    vocabulary = Vocabulary.load(args.vocab)
+    decoder, saved = load_model(args.model, device)
+    check_vocabulary(args.model, saved["words"], args.vocab, vocabulary.words)
+    store = FeatureStore(args.features)
+    test = EvaluationImages.from_split(read_table(args.table), store, "test")
+
+    def decode(model, features):
+        return beam_search(model, features, vocabulary.start, vocabulary.end, params.beam_size, params.max_len,
+                           params.length_penalty)
+
+    captions, _ = decode_captions(decoder, store, test, vocabulary, device, decode, params.batch_size)
+    with CaptionScorer() as scorer:
+        metrics = scorer.score(captions, dict(zip(test.names, test.references)))
+    write_json(args.metrics, {k: round(v, 6) for k, v in metrics.items()})
+    write_json(args.predictions, [
+        {"image": name, "caption": captions[name], "references": references}
+        for name, references in zip(test.names, test.references)
+    ])
+    log.info("test (%d images, beam %d): %s", len(test.names), params.beam_size,
+             {k: round(v, 4) for k, v in metrics.items()})
+
+
+if __name__ == "__main__":
+    run(main)
