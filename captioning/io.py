@@ -5,6 +5,8 @@ An interrupted stage therefore never leaves a file that DVC could cache as if it
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -52,3 +54,12 @@ def read_json(path: str | Path) -> object:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CaptioningError(f"{path}: not valid JSON ({error})") from None
+
+
+def run_fingerprint(settings: list, inputs: list[str | Path]) -> str:
+    """Identifies a run by its settings and its input files (size and modification time), for resuming."""
+    described = [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in settings]
+    for path in map(Path, inputs):
+        stat = path.stat()
+        described.append([str(path), stat.st_size, stat.st_mtime_ns])
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]

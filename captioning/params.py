@@ -178,12 +178,16 @@ class EvaluateParams:
     max_len: int = 30
     length_penalty: float = 1.0
     batch_size: int = 50
+    figures: int = 4  # attention figures for the first N test images (reports/attention)
+    gallery_images: int = 100  # test images in reports/gallery.html
 
     def check(self) -> None:
         require(self.beam_size >= 1, "evaluate.beam_size", "an integer >= 1", self.beam_size)
         require(self.max_len >= 1, "evaluate.max_len", "an integer >= 1", self.max_len)
         require(self.length_penalty >= 0, "evaluate.length_penalty", "a number >= 0", self.length_penalty)
         require(self.batch_size >= 1, "evaluate.batch_size", "an integer >= 1", self.batch_size)
+        require(self.figures >= 0, "evaluate.figures", "an integer >= 0", self.figures)
+        require(self.gallery_images >= 0, "evaluate.gallery_images", "an integer >= 0", self.gallery_images)
 
 
 SECTIONS = {

@@ -5,20 +5,24 @@ free-running (greedy) validation score computed with the same scorer as the test
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from captioning.data.table import CaptionTable
 from captioning.decoding import greedy_decode
 from captioning.device import autocast
-from captioning.features.store import FeatureStore
 from captioning.evaluation import EvaluationImages, decode_captions
+from captioning.features.store import FeatureStore
+from captioning.io import atomic_path
 from captioning.metrics import CaptionScorer
 from captioning.model.decoder import CaptionDecoder
 from captioning.params import TrainParams
@@ -34,6 +38,14 @@ class CaptionSet:
     captions: np.ndarray  # (M, L) int
     lengths: np.ndarray  # (M,) tokens including <start> and <end>
     feature_rows: np.ndarray  # (M,)
+
+    @classmethod
+    def from_encoded(cls, encoded, table: CaptionTable, store: FeatureStore) -> CaptionSet:
+        """The vocab stage's encoded captions, minus those of images the features stage skipped."""
+        names = [table.images[i].image for i in encoded["image_index"]]
+        kept = np.array([name not in store.skipped for name in names], dtype=bool)
+        rows = store.rows_for([name for name, keep in zip(names, kept) if keep])
+        return cls(encoded["captions"][kept], encoded["lengths"][kept], rows)
 
 
 def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -75,10 +87,52 @@ def feature_statistics(store: FeatureStore, rows: np.ndarray, sample: int = 512,
 def validate(decoder, store, images, vocabulary, device, scorer: CaptionScorer, max_len: int) -> dict[str, float]:
     decoder.eval()
     captions, _ = decode_captions(
-        decoder, store, images, vocabulary, device,
+        decoder,
+        store,
+        images,
+        vocabulary,
+        device,
         lambda d, f: greedy_decode(d, f, vocabulary.start, vocabulary.end, max_len),
     )
     return scorer.score(captions, dict(zip(images.names, images.references)))
+
+
+def train_epoch(
+    decoder: CaptionDecoder,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    params: TrainParams,
+    device: torch.device,
+    precision: str,
+    progress: tqdm,
+) -> dict[str, float]:
+    """One pass over the batches; returns the mean loss and the share of time spent waiting for data."""
+    decoder.train()
+    trainable = [p for p in decoder.parameters() if p.requires_grad]
+    total, count, waiting, start = 0.0, 0, 0.0, time.perf_counter()
+    while True:
+        wait_start = time.perf_counter()
+        batch = next(batches, None)
+        waiting += time.perf_counter() - wait_start
+        if batch is None:
+            break
+        features, captions, lengths = batch
+        with autocast(device, precision):
+            loss = caption_loss(decoder, features, captions, lengths, params.alpha_c)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(trainable, params.grad_clip)
+        optimizer.step()
+        total += loss.item() * len(lengths)
+        count += len(lengths)
+        progress.update(len(lengths))
+        progress.set_postfix(loss=f"{total / count:.3f}")
+    seconds = time.perf_counter() - start
+    return {"train_loss": total / count, "epoch_seconds": seconds, "data_wait_share": waiting / seconds}
+
+
+def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
 def fit(
@@ -92,47 +146,91 @@ def fit(
     precision: str,
     scorer: CaptionScorer,
     on_epoch_end: Callable[[int, dict, bool], None],
+    resume_path: Path | None = None,
+    run_key: str = "",
 ) -> dict:
-    """Train for params.epochs; calls on_epoch_end(epoch, logged values, is_best) after each epoch."""
+    """Train for params.epochs, calling on_epoch_end(epoch, logged values, is_best) after each epoch.
+
+    Returns the best validation scores (with "epoch"); the decoder ends holding the best epoch's weights.
+    With `resume_path`, the state after every epoch (model, optimizer, scheduler, RNGs, history) is
+    saved there, and a later call with the same `run_key` continues after the last completed epoch:
+    the epochs already done are replayed to on_epoch_end, and the result equals an uninterrupted run.
+    """
+    torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
     trainable = [p for p in decoder.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=params.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma)
-    best = {params.select_by: float("-inf")}
-    for epoch in range(params.epochs):
-        decoder.train()
+    history: list[tuple[dict, bool]] = []
+    best, best_state = {params.select_by: float("-inf")}, _copy_state(decoder)
+    saved = load_training_state(resume_path, run_key) if resume_path else None
+    if saved is not None:
+        decoder.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        rng.bit_generator.state = json.loads(saved["numpy_rng"])
+        history, best, best_state = [tuple(h) for h in saved["history"]], saved["best"], saved["best_state"]
+        log.info("resuming after epoch %d of %d (state in %s)", len(history), params.epochs, resume_path)
+    for epoch, (values, is_best) in enumerate(history):
+        on_epoch_end(epoch, values, is_best)
+
+    for epoch in range(len(history), params.epochs):
         learning_rate = optimizer.param_groups[0]["lr"]
-        total, count, waiting, start = 0.0, 0, 0.0, time.perf_counter()
         batches = iterate_batches(train, store, params.batch_size, rng, device)
-        progress = tqdm(total=len(train.lengths), unit="cap", desc=f"epoch {epoch + 1}/{params.epochs}")
-        while True:
-            wait_start = time.perf_counter()
-            batch = next(batches, None)
-            waiting += time.perf_counter() - wait_start
-            if batch is None:
-                break
-            features, captions, lengths = batch
-            with autocast(device, precision):
-                loss = caption_loss(decoder, features, captions, lengths, params.alpha_c)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(trainable, params.grad_clip)
-            optimizer.step()
-            total += loss.item() * len(lengths)
-            count += len(lengths)
-            progress.update(len(lengths))
-            progress.set_postfix(loss=f"{total / count:.3f}")
-        progress.close()
+        with tqdm(total=len(train.lengths), unit="cap", desc=f"epoch {epoch + 1}/{params.epochs}") as progress:
+            values = {
+                "lr": learning_rate,
+                **train_epoch(decoder, optimizer, batches, params, device, precision, progress),
+            }
         scheduler.step()
-        seconds = time.perf_counter() - start
         scores = validate(decoder, store, val, vocabulary, device, scorer, params.val_max_len)
-        values = {"train_loss": total / count, "lr": learning_rate, "epoch_seconds": seconds,
-                  "data_wait_share": waiting / seconds}
         values.update({f"val_{k}": v for k, v in scores.items()})
         is_best = scores[params.select_by] > best[params.select_by]
         if is_best:
-            best = {**scores, "epoch": epoch + 1}
-        log.info("epoch %d: loss %.4f, val %s %.4f%s", epoch + 1, values["train_loss"], params.select_by,
-                 scores[params.select_by], " (best)" if is_best else "")
+            best, best_state = {**scores, "epoch": epoch + 1}, _copy_state(decoder)
+        log.info(
+            "epoch %d: loss %.4f, val %s %.4f%s",
+            epoch + 1,
+            values["train_loss"],
+            params.select_by,
+            scores[params.select_by],
+            " (best)" if is_best else "",
+        )
+        history.append((values, is_best))
         on_epoch_end(epoch, values, is_best)
+        if resume_path:
+            save_training_state(resume_path, run_key, decoder, optimizer, scheduler, rng, history, best, best_state)
+    decoder.load_state_dict(best_state)
     return best
+
+
+def save_training_state(path, run_key, decoder, optimizer, scheduler, rng, history, best, best_state) -> None:
+    state = {
+        "run_key": run_key,
+        "model": decoder.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": json.dumps(rng.bit_generator.state),
+        "history": [list(h) for h in history],
+        "best": best,
+        "best_state": best_state,
+    }
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
+
+
+def load_training_state(path: Path, run_key: str) -> dict | None:
+    """The saved state of an interrupted run with the same key, or None (starting afresh)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a file cut short by a crash is no reason to stop: start over
+        log.warning("ignoring unreadable training state %s (%s)", path, error)
+        return None
+    if state.get("run_key") != run_key:
+        log.info("ignoring training state %s: it belongs to another configuration or other inputs", path)
+        return None
+    return state

@@ -1,4 +1,4 @@
-"""Stage `evaluate`: beam search on the test split, scored with pycocoevalcap."""
+"""Stage `evaluate`: beam search on the test split, scored with pycocoevalcap; attention figures and a gallery."""
 
 import argparse
 from pathlib import Path
@@ -10,6 +10,8 @@ from captioning.decoding import beam_search
 from captioning.device import select_device
 from captioning.evaluation import EvaluationImages, decode_captions
 from captioning.features.store import FeatureStore
+from captioning.figures import write_attention_figures
+from captioning.gallery import GalleryEntry, write_gallery
 from captioning.io import write_json
 from captioning.metrics import CaptionScorer
 from captioning.params import load_params
@@ -24,6 +26,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
     parser.add_argument("--predictions", type=Path, default=Path("reports/predictions.json"))
+    parser.add_argument("--attention", type=Path, default=Path("reports/attention"))
+    parser.add_argument("--gallery", type=Path, default=Path("reports/gallery.html"))
     args = parser.parse_args()
     params = load_params("evaluate")
 
@@ -32,22 +36,39 @@ def main() -> None:
     decoder, saved = load_model(args.model, device)
     check_vocabulary(args.model, saved["words"], args.vocab, vocabulary.words)
     store = FeatureStore(args.features)
-    test = EvaluationImages.from_split(read_table(args.table), store, "test")
+    table = read_table(args.table)
+    test = EvaluationImages.from_split(table, store, "test")
 
     def decode(model, features):
-        return beam_search(model, features, vocabulary.start, vocabulary.end, params.beam_size, params.max_len,
-                           params.length_penalty)
+        return beam_search(
+            model, features, vocabulary.start, vocabulary.end, params.beam_size, params.max_len, params.length_penalty
+        )
 
-    captions, _ = decode_captions(decoder, store, test, vocabulary, device, decode, params.batch_size)
+    captions, weights = decode_captions(decoder, store, test, vocabulary, device, decode, params.batch_size)
     with CaptionScorer() as scorer:
         metrics = scorer.score(captions, dict(zip(test.names, test.references)))
     write_json(args.metrics, {k: round(v, 6) for k, v in metrics.items()})
-    write_json(args.predictions, [
-        {"image": name, "caption": captions[name], "references": references}
-        for name, references in zip(test.names, test.references)
-    ])
-    log.info("test (%d images, beam %d): %s", len(test.names), params.beam_size,
-             {k: round(v, 4) for k, v in metrics.items()})
+    write_json(
+        args.predictions,
+        [
+            {"image": name, "caption": captions[name], "references": references}
+            for name, references in zip(test.names, test.references)
+        ],
+    )
+    log.info(
+        "test (%d images, beam %d): %s", len(test.names), params.beam_size, {k: round(v, 4) for k, v in metrics.items()}
+    )
+
+    paths = [table.image_root / name for name in test.names]
+    shown = test.names[: params.figures]
+    figures = write_attention_figures(args.attention, shown, paths, [captions[n] for n in shown], weights)
+    entries = [
+        GalleryEntry(name, path, captions[name], references, figures.get(name))
+        for name, path, references in zip(test.names, paths, test.references)
+    ]
+    title = f"{table.dataset} test split, beam {params.beam_size}"
+    write_gallery(args.gallery, entries[: params.gallery_images], title, metrics)
+    log.info("%d attention figures in %s; gallery %s", len(figures), args.attention, args.gallery)
 
 
 if __name__ == "__main__":

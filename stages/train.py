@@ -11,13 +11,14 @@ from captioning.checkpoint import save_model
 from captioning.cli import log, run
 from captioning.data.table import read_table
 from captioning.device import resolve_precision, select_device
+from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
+from captioning.io import run_fingerprint
 from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, DecoderConfig
 from captioning.params import load_params
-from captioning.evaluation import EvaluationImages
-from captioning.training import CaptionSet, feature_statistics, fit
 from captioning.text.vocabulary import Vocabulary
+from captioning.training import CaptionSet, feature_statistics, fit
 
 
 def main() -> None:
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--embeddings", type=Path, default=Path("data/embeddings.npy"))
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--live", type=Path, default=Path("metrics/train"))
+    parser.add_argument("--scratch", type=Path, default=Path("scratch/train"), help="resumable state, not an output")
     args = parser.parse_args()
     params, model_params = load_params("train"), load_params("model")
     finetune = load_params("embeddings").finetune
@@ -36,38 +38,64 @@ def main() -> None:
     torch.manual_seed(params.seed)
     table, vocabulary = read_table(args.table), Vocabulary.load(args.vocab)
     store = FeatureStore(args.features)
-    encoded = np.load(args.encoded)
-    kept = np.array([table.images[i].image not in store.skipped for i in encoded["image_index"]], dtype=bool)
-    image_rows = store.rows_for([r.image if r.image not in store.skipped else store.names[0] for r in table.images])
-    train = CaptionSet(encoded["captions"][kept], encoded["lengths"][kept], image_rows[encoded["image_index"][kept]])
+    train = CaptionSet.from_encoded(np.load(args.encoded), table, store)
     val = EvaluationImages.from_split(table, store, "val")
 
     embeddings = torch.from_numpy(np.load(args.embeddings))
-    config = DecoderConfig(vocab_size=len(vocabulary), embed_dim=embeddings.shape[1], feature_dim=store.shape[2],
-                           decoder_dim=model_params.decoder_dim, attention_dim=model_params.attention_dim,
-                           dropout=model_params.dropout, attention=model_params.attention)
+    config = DecoderConfig(
+        vocab_size=len(vocabulary),
+        embed_dim=embeddings.shape[1],
+        feature_dim=store.shape[2],
+        decoder_dim=model_params.decoder_dim,
+        attention_dim=model_params.attention_dim,
+        dropout=model_params.dropout,
+        attention=model_params.attention,
+    )
     device = select_device()
     precision = resolve_precision(params.precision, device)
     decoder = CaptionDecoder(config)
     decoder.load_embeddings(embeddings, finetune)
     decoder.set_feature_statistics(*feature_statistics(store, np.unique(train.feature_rows), seed=params.seed))
     decoder.to(device)
-    log.info("training on %d captions, %d validation images, %s, %s", len(train.lengths), len(val.names), device,
-             precision)
+    log.info(
+        "training on %d captions, %d validation images, %s, %s", len(train.lengths), len(val.names), device, precision
+    )
 
+    inputs = [args.table, args.vocab, args.encoded, args.features, args.embeddings]
+    run_key = run_fingerprint([params, model_params, finetune], inputs)
     with Live(str(args.live), dvcyaml=False, save_dvc_exp=False, report=None) as live, CaptionScorer() as scorer:
+
         def on_epoch_end(epoch: int, values: dict, is_best: bool) -> None:
             for key, value in values.items():
                 live.log_metric(key, value)
-            if is_best:
-                save_model(args.model, decoder, vocabulary.words, store.attrs, epoch=epoch + 1,
-                           validation={k: v for k, v in values.items() if k.startswith("val_")})
             live.next_step()
 
-        best = fit(decoder, train, val, store, vocabulary, params, device, precision, scorer, on_epoch_end)
+        best = fit(
+            decoder,
+            train,
+            val,
+            store,
+            vocabulary,
+            params,
+            device,
+            precision,
+            scorer,
+            on_epoch_end,
+            resume_path=args.scratch / "state.pt",
+            run_key=run_key,
+        )
         live.summary["best_epoch"] = best["epoch"]
         live.summary[f"best_val_{params.select_by}"] = best[params.select_by]
         live.make_summary()
+    save_model(
+        args.model,
+        decoder,
+        vocabulary.words,
+        store.attrs,
+        epoch=best["epoch"],
+        validation={k: v for k, v in best.items() if k != "epoch"},
+    )
+    (args.scratch / "state.pt").unlink(missing_ok=True)
     log.info("best epoch %d: %s", best["epoch"], {k: round(v, 4) for k, v in best.items() if k != "epoch"})
 
 

@@ -3,53 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from tiny_repo import TINY, copy_project, run, write_params
 
-REPO = Path(__file__).resolve().parents[1]
 UPSTREAM_STAGES = ("data", "vocab", "features", "embeddings")
-
-TINY = {
-    "data": {"num_train": 40, "num_val": 6, "num_test": 6, "image_size": 64},
-    "features": {"image_size": 64, "batch_size": 16, "num_workers": 0},
-    "embeddings": {"dim": 16, "epochs": 2},
-    "model": {"attention_dim": 16, "decoder_dim": 16, "dropout": 0.0},
-    "train": {"epochs": 2, "batch_size": 16, "step_size": 1},
-    "evaluate": {"beam_size": 2, "batch_size": 8},
-}
-
-
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", TQDM_DISABLE="1")
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def copy_project(target: Path) -> None:
-    """The project as a fresh clone would have it: tracked (and not ignored) files only."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True
-    ).stdout.split()
-    for name in listed:
-        source = REPO / name
-        if source.is_file() and not name.startswith(("metrics/", "docs/")) and name != "dvc.lock":
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-
-
-def write_params(repo: Path, overrides: dict) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for section, values in overrides.items():
-        params[section].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,11 @@ def generate_scenes(
 # Reading captions back into objects, for the scene-specific metrics.
 _SIZE_WORDS = {word: size for size, words in SIZES.items() for word in words}
 _POSITION_TOKENS = sorted(
-    ((tuple(tokenize(phrase)), position_name(*cell)) for cell, phrases in POSITION_PHRASES.items() for phrase in phrases),
+    (
+        (tuple(tokenize(phrase)), position_name(*cell))
+        for cell, phrases in POSITION_PHRASES.items()
+        for phrase in phrases
+    ),
     key=lambda item: -len(item[0]),
 )
 

@@ -98,7 +98,9 @@ def build_resnet50(weights: str, seed: int = 0, imagenet_variant: str = "IMAGENE
         if wrong_shape:
             k = wrong_shape[0]
             details.append(f"{k} has shape {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}")
-        raise CaptioningError(f"features.weights: {weights} is not a torchvision ResNet50 state dict: {'; '.join(details)}")
+        raise CaptioningError(
+            f"features.weights: {weights} is not a torchvision ResNet50 state dict: {'; '.join(details)}"
+        )
     model.load_state_dict(state)
     return model
 

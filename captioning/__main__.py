@@ -1,0 +1,34 @@
+"""`python -m captioning COMMAND ...` and the `captioning` console command.
+
+Commands:
+  caption IMAGE [IMAGE ...]   caption images with a trained model (--attention OUT.png draws its attention)
+  download DATASET DIR        fetch Flickr30k or Flickr8k from a public mirror
+"""
+
+from __future__ import annotations
+
+import sys
+
+COMMANDS = ("caption", "download")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "caption":
+        from captioning.caption import main as caption_main
+
+        return caption_main(rest)
+    if command == "download":
+        from captioning.download import main as download_main
+
+        return download_main(rest)
+    print(f"error: unknown command {command!r}; use one of {', '.join(COMMANDS)} (see --help)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
