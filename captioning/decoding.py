@@ -76,7 +76,7 @@ def beam_search(
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch * k, device=device)
     history = torch.zeros(batch * k, 0, dtype=torch.long, device=device)
-    weight_history = torch.zeros(batch * k, 0, features.shape[1], device=device)
+    weight_history = None  # (B*K, t, N): N = what the context module weighs (49 regions, or 1 vector)
     image_offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (B, 1)
     for _ in range(max_len):
         logits, state, weights = decoder.step(words, state, encoded)
@@ -89,7 +89,10 @@ def beam_search(
         source = (image_offsets + torch.div(best, vocab, rounding_mode="floor")).view(-1)  # (B*K,)
         words = (best % vocab).view(-1)
         history = torch.cat([history[source], words.unsqueeze(1)], dim=1)
-        weight_history = torch.cat([weight_history[source], weights.float()[source].unsqueeze(1)], dim=1)
+        step_weights = weights.float()[source].unsqueeze(1)
+        weight_history = (
+            step_weights if weight_history is None else torch.cat([weight_history[source], step_weights], 1)
+        )
         lengths = lengths[source] + (~finished[source]).float()
         finished = finished[source] | (words == end)
         state = (state[0][source], state[1][source])

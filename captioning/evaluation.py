@@ -1,4 +1,8 @@
-"""Captioning a split and scoring it: each image decoded once, against all of its references."""
+"""Captioning a split and scoring it: each image decoded once, against all of its references.
+
+Captions are scored by the literature's metrics (captioning.metrics); on the generated scenes also by
+what they say about the objects and where attention goes while naming them (captioning.grounding).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 
 from captioning.data.table import CaptionTable
 from captioning.decoding import Decoded
 from captioning.features.store import FeatureStore
+from captioning.grounding import grounding_scores, object_accuracy
 from captioning.model.decoder import CaptionDecoder
 from captioning.text.vocabulary import Vocabulary
 
@@ -45,7 +51,20 @@ def decode_captions(
     for i in range(0, len(images.names), batch_size):
         features = torch.from_numpy(store.rows(images.feature_rows[i : i + batch_size])).to(device)
         decoded = decode(decoder, features)
-        for name, tokens in zip(images.names[i : i + batch_size], decoded.tokens):
-            captions[name] = " ".join(vocabulary.decode(tokens))
-        weights.extend(decoded.weights)
+        for name, tokens, attention in zip(images.names[i : i + batch_size], decoded.tokens, decoded.weights):
+            shown = [k for k, token in enumerate(tokens) if token not in (vocabulary.pad, vocabulary.start)]
+            captions[name] = " ".join(vocabulary.words[tokens[k]] for k in shown)
+            weights.append(attention[shown])  # one row per word of the caption
     return captions, weights
+
+
+def scene_metrics(table: CaptionTable, names: list[str], captions: dict[str, str], weights: list[np.ndarray]) -> dict:
+    """Object accuracy and attention grounding, for datasets that know their objects (generated scenes)."""
+    records = {r.image: r for r in table.images}
+    if not names or any(records[name].objects is None for name in names):
+        return {}
+    with Image.open(table.image_path(records[names[0]])) as image:
+        image_size = image.size[0]
+    words = [captions[name].split() for name in names]
+    objects = [records[name].objects for name in names]
+    return {**object_accuracy(words, objects), **grounding_scores(words, weights, objects, image_size)}

@@ -84,12 +84,9 @@ class CaptionScorer:
         return result
 
     def close(self) -> None:
+        """Stop the METEOR process now (pycocoevalcap's own __del__ does the same, harmlessly, later)."""
         if self._meteor is not None:
-            with self._meteor.lock:
-                self._meteor.meteor_p.stdin.close()
-                self._meteor.meteor_p.kill()
-                self._meteor.meteor_p.wait()
-            self._meteor.__class__.__del__ = lambda self: None  # already closed
+            self._meteor.__del__()
             self._meteor = None
 
     def __enter__(self) -> CaptionScorer:

@@ -93,6 +93,8 @@ class FeaturesParams:
     batch_size: int = 32
     precision: str = "auto"
     num_workers: int = 1
+    chunk_size: int = 256
+    nproc: int = 1
 
     def check(self) -> None:
         require(
@@ -103,13 +105,17 @@ class FeaturesParams:
         )
         variants = ("IMAGENET1K_V1", "IMAGENET1K_V2")
         require(
-            self.imagenet_variant in variants, "features.imagenet_variant", f"one of {', '.join(variants)}",
+            self.imagenet_variant in variants,
+            "features.imagenet_variant",
+            f"one of {', '.join(variants)}",
             self.imagenet_variant,
         )
         require(self.image_size >= 32, "features.image_size", "an integer >= 32", self.image_size)
         require(self.batch_size >= 1, "features.batch_size", "an integer >= 1", self.batch_size)
         require(self.precision in PRECISIONS, "features.precision", f"one of {', '.join(PRECISIONS)}", self.precision)
         require(self.num_workers >= 0, "features.num_workers", "an integer >= 0", self.num_workers)
+        require(self.chunk_size >= 1, "features.chunk_size", "an integer >= 1", self.chunk_size)
+        require(self.nproc >= 1, "features.nproc", "an integer >= 1", self.nproc)
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,16 @@ class TrainParams:
     select_by: str = "bleu_4"
     precision: str = "auto"
     val_max_len: int = 30
+    feature_memory_gb: float = 8.0
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+
+    @property
+    def world_size(self) -> int:
+        return self.nproc_per_node * self.nnodes
 
     def check(self) -> None:
         require(math.isfinite(self.lr) and self.lr > 0, "train.lr", "a number > 0", self.lr)
@@ -170,6 +186,21 @@ class TrainParams:
         require(self.select_by in SELECT_BY, "train.select_by", f"one of {', '.join(SELECT_BY)}", self.select_by)
         require(self.precision in PRECISIONS, "train.precision", f"one of {', '.join(PRECISIONS)}", self.precision)
         require(self.val_max_len >= 1, "train.val_max_len", "an integer >= 1", self.val_max_len)
+        require(self.feature_memory_gb >= 0, "train.feature_memory_gb", "a number >= 0", self.feature_memory_gb)
+        require(self.nproc_per_node >= 1, "train.nproc_per_node", "an integer >= 1", self.nproc_per_node)
+        require(self.nnodes >= 1, "train.nnodes", "an integer >= 1", self.nnodes)
+        last_node = self.nnodes - 1
+        require(
+            0 <= self.node_rank <= last_node, "train.node_rank", f"an integer from 0 to {last_node}", self.node_rank
+        )
+        require(bool(self.master_addr), "train.master_addr", "the address of node_rank 0", self.master_addr)
+        require(1 <= self.master_port <= 65535, "train.master_port", "a port number (1-65535)", self.master_port)
+        require(
+            self.batch_size >= self.world_size,
+            "train.batch_size",
+            f"at least nproc_per_node * nnodes ({self.world_size}): it is the global batch, split among the processes",
+            self.batch_size,
+        )
 
 
 @dataclass(frozen=True)

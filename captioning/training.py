@@ -20,6 +20,7 @@ from tqdm import tqdm
 from captioning.data.table import CaptionTable
 from captioning.decoding import greedy_decode
 from captioning.device import autocast
+from captioning.errors import CaptioningError
 from captioning.evaluation import EvaluationImages, decode_captions
 from captioning.features.store import FeatureStore
 from captioning.io import atomic_path
@@ -186,6 +187,11 @@ def fit(
         scheduler.step()
         scores = validate(decoder, store, val, vocabulary, device, scorer, params.val_max_len)
         values.update({f"val_{k}": v for k, v in scores.items()})
+        if params.select_by not in scores:
+            raise CaptioningError(
+                f"params.yaml: train.select_by={params.select_by} is not available here (the scorer gave "
+                f"{', '.join(sorted(scores))}; METEOR needs Java): choose one of those"
+            )
         is_best = scores[params.select_by] > best[params.select_by]
         if is_best:
             best, best_state = {**scores, "epoch": epoch + 1}, _copy_state(decoder)

@@ -8,7 +8,7 @@ from captioning.cli import log, run
 from captioning.data.table import read_table
 from captioning.decoding import beam_search
 from captioning.device import select_device
-from captioning.evaluation import EvaluationImages, decode_captions
+from captioning.evaluation import EvaluationImages, decode_captions, scene_metrics
 from captioning.features.store import FeatureStore
 from captioning.figures import write_attention_figures
 from captioning.gallery import GalleryEntry, write_gallery
@@ -35,7 +35,7 @@ def main() -> None:
     vocabulary = Vocabulary.load(args.vocab)
     decoder, saved = load_model(args.model, device)
     check_vocabulary(args.model, saved["words"], args.vocab, vocabulary.words)
-    store = FeatureStore(args.features)
+    store = FeatureStore(args.features, memory_budget_bytes=0)  # the test split only: read as needed
     table = read_table(args.table)
     test = EvaluationImages.from_split(table, store, "test")
 
@@ -47,6 +47,7 @@ def main() -> None:
     captions, weights = decode_captions(decoder, store, test, vocabulary, device, decode, params.batch_size)
     with CaptionScorer() as scorer:
         metrics = scorer.score(captions, dict(zip(test.names, test.references)))
+    metrics.update(scene_metrics(table, test.names, captions, weights))
     write_json(args.metrics, {k: round(v, 6) for k, v in metrics.items()})
     write_json(
         args.predictions,

@@ -37,7 +37,7 @@ def main() -> None:
 
     torch.manual_seed(params.seed)
     table, vocabulary = read_table(args.table), Vocabulary.load(args.vocab)
-    store = FeatureStore(args.features)
+    store = FeatureStore(args.features, memory_budget_bytes=int(params.feature_memory_gb * 2**30))
     train = CaptionSet.from_encoded(np.load(args.encoded), table, store)
     val = EvaluationImages.from_split(table, store, "val")
 

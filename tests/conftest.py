@@ -1,0 +1,70 @@
+"""Small shared fixtures: a tiny decoder and a tiny HDF5 features file (vocab 12, dims 16, 5 regions x 8)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from captioning.features.store import FeatureWriter
+from captioning.model.decoder import CaptionDecoder, DecoderConfig
+
+VOCAB, EMBED, FEATURE_DIM, REGIONS, HIDDEN = 12, 16, 8, 5, 16
+
+
+@pytest.fixture
+def torch_single_thread():
+    """One intra-op thread while the test runs: tiny tensors on a shared 2-core machine are 100x faster."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def make_decoder() -> Callable[..., CaptionDecoder]:
+    """A seeded tiny CaptionDecoder in eval mode, with non-trivial feature statistics."""
+
+    def make(attention: str = "soft", seed: int = 0, dropout: float = 0.0, vocab_size: int = VOCAB) -> CaptionDecoder:
+        torch.manual_seed(seed)
+        config = DecoderConfig(
+            vocab_size=vocab_size,
+            embed_dim=EMBED,
+            feature_dim=FEATURE_DIM,
+            decoder_dim=HIDDEN,
+            attention_dim=HIDDEN,
+            dropout=dropout,
+            attention=attention,
+        )
+        decoder = CaptionDecoder(config)
+        decoder.set_feature_statistics(torch.randn(FEATURE_DIM) * 0.1, torch.rand(FEATURE_DIM) + 0.5)
+        return decoder.eval()
+
+    return make
+
+
+@pytest.fixture
+def features() -> Callable[..., torch.Tensor]:
+    """Seeded random region features (batch, REGIONS, FEATURE_DIM)."""
+
+    def make(batch: int, seed: int = 1) -> torch.Tensor:
+        return torch.randn(batch, REGIONS, FEATURE_DIM, generator=torch.Generator().manual_seed(seed))
+
+    return make
+
+
+@pytest.fixture
+def feature_file(tmp_path: Path) -> Callable[..., Path]:
+    """Write (N, R, F) features and their names with FeatureWriter; returns the file's path."""
+
+    def write(names: list[str], values: np.ndarray, skipped: list[str] = (), name: str = "features.h5") -> Path:
+        path = tmp_path / name
+        writer = FeatureWriter(path, len(names), values.shape[1], values.shape[2], attrs={"image_size": 64})
+        writer.append(list(names), values)
+        writer.close(list(skipped))
+        return path
+
+    return write

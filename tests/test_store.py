@@ -1,0 +1,82 @@
+"""captioning/features/store.py: HDF5 round trip, in memory or batch by batch, with the same results."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from captioning.errors import CaptioningError
+from captioning.features.store import FeatureStore, FeatureWriter
+
+NAMES = [f"img_{i}.png" for i in range(7)]
+
+
+@pytest.fixture
+def values() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(len(NAMES), 5, 8)).astype(np.float32) * 10
+
+
+def test_round_trip_gives_identical_float16_features_names_and_attrs(feature_file, values):
+    store = FeatureStore(feature_file(NAMES, values, skipped=["bad.png", "missing.png"]))
+    assert store.names == NAMES
+    assert store.shape == (7, 5, 8) and store.nbytes == 7 * 5 * 8 * 2
+    assert store.in_memory is not None and store.in_memory.dtype == np.float16
+    np.testing.assert_array_equal(store.rows(np.arange(7)), values.astype(np.float16))
+    assert store.skipped == {"bad.png", "missing.png"}
+    assert store.attrs == {"image_size": 64}
+    store.close()
+
+
+def test_rows_in_any_order_with_repeats_agree_in_memory_and_budgeted(feature_file, values):
+    path = feature_file(NAMES, values)
+    in_memory, budgeted = FeatureStore(path), FeatureStore(path, memory_budget_bytes=100)
+    assert in_memory.in_memory is not None and budgeted.in_memory is None
+    rows = np.array([5, 0, 5, 3, 6, 0, 1, 5])
+    expected = values.astype(np.float16)[rows]
+    np.testing.assert_array_equal(in_memory.rows(rows), expected)
+    np.testing.assert_array_equal(budgeted.rows(rows), expected)
+    assert budgeted.rows(rows).dtype == np.float16
+    np.testing.assert_array_equal(budgeted.rows(np.array([4])), values.astype(np.float16)[[4]])
+    assert FeatureStore(path, memory_budget_bytes=in_memory.nbytes).in_memory is not None  # a budget that fits
+
+
+def test_writer_grows_past_and_trims_to_its_capacity(tmp_path, values):
+    grown = FeatureWriter(tmp_path / "grown.h5", capacity=2, regions=5, dim=8)
+    for start in range(0, 7, 3):
+        grown.append(NAMES[start : start + 3], values[start : start + 3])
+    grown.close()
+    trimmed = FeatureWriter(tmp_path / "trimmed.h5", capacity=50, regions=5, dim=8)
+    trimmed.append(NAMES[:4], values[:4])
+    trimmed.close()
+    store = FeatureStore(tmp_path / "grown.h5")
+    assert store.names == NAMES and store.skipped == set()
+    np.testing.assert_array_equal(store.rows(np.arange(7)), values.astype(np.float16))
+    store = FeatureStore(tmp_path / "trimmed.h5")
+    assert store.names == NAMES[:4] and store.shape == (4, 5, 8)
+
+
+def test_rows_for_maps_names_to_rows(feature_file, values):
+    store = FeatureStore(feature_file(NAMES, values))
+    np.testing.assert_array_equal(store.rows_for(["img_3.png", "img_0.png", "img_3.png"]), [3, 0, 3])
+
+
+def test_rows_for_an_unknown_name_names_the_features_file_and_the_table(feature_file, values):
+    path = feature_file(NAMES, values)
+    store = FeatureStore(path)
+    with pytest.raises(CaptioningError) as caught:
+        store.rows_for(["img_1.png", "other.png"], "data/dataset.json")
+    message = str(caught.value)
+    assert str(path) in message and "data/dataset.json" in message and "other.png" in message
+
+
+def test_missing_or_foreign_files_raise_captioning_error(tmp_path):
+    with pytest.raises(CaptioningError, match="features file not found"):
+        FeatureStore(tmp_path / "missing.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as file:
+        file.create_dataset("something", data=np.zeros(3))
+    with pytest.raises(CaptioningError, match=r"other\.h5: not a readable features file"):
+        FeatureStore(tmp_path / "other.h5")
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(CaptioningError, match=r"text\.h5: not a readable features file"):
+        FeatureStore(tmp_path / "text.h5")

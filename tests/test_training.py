@@ -1,0 +1,192 @@
+"""captioning/training.py: the loop learns, StepLR halves the rate on schedule, the best epoch is kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import FEATURE_DIM, REGIONS
+from torch import nn
+
+from captioning.evaluation import EvaluationImages
+from captioning.features.store import FeatureStore
+from captioning.metrics import METRIC_KEYS
+from captioning.params import TrainParams
+from captioning.text.vocabulary import SPECIALS, Vocabulary, encode_captions
+from captioning.training import (
+    CaptionSet,
+    caption_loss,
+    feature_statistics,
+    fit,
+    iterate_batches,
+    length_bucketed_batches,
+)
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+COLORS, SHAPES = ["red", "blue", "green", "pink"], ["circle", "square", "star", "ring"]
+VOCABULARY = Vocabulary(list(SPECIALS) + COLORS + SHAPES)  # 12 words
+NAMES = [f"img_{i}.png" for i in range(8)]
+
+
+def words_of(image: int) -> list[list[str]]:
+    """Two captions per image, fully determined by it: '<colour> <shape>' and '<colour> <shape> <shape>'."""
+    color, shape = COLORS[image % 4], SHAPES[image // 2]
+    return [[color, shape], [color, shape, shape]]
+
+
+class FakeScorer:
+    """Returns the next of `values` for `key` (and fixed values for the other metrics); records its inputs."""
+
+    def __init__(self, key: str = "bleu_4", values: list[float] | None = None):
+        self.key, self.values, self.calls = key, list(values or []), []
+
+    def score(self, predictions: dict, references: dict) -> dict:
+        self.calls.append((predictions, references))
+        scores = {k: 0.5 for k in METRIC_KEYS}
+        scores[self.key] = self.values[len(self.calls) - 1] if self.values else 0.0
+        return scores
+
+
+@pytest.fixture
+def tiny_task(feature_file):
+    """8 images with distinct region features, 16 training captions, 2 validation images."""
+    values = np.random.default_rng(0).normal(size=(len(NAMES), REGIONS, FEATURE_DIM)).astype(np.float32)
+    store = FeatureStore(feature_file(NAMES, values))
+    tokenized = [caption for image in range(len(NAMES)) for caption in words_of(image)]
+    image_index = [image for image in range(len(NAMES)) for _ in range(2)]
+    encoded = encode_captions(VOCABULARY, tokenized, image_index, max_len=5)
+    train = CaptionSet(encoded["captions"], encoded["lengths"], encoded["image_index"].astype(np.int64))
+    references = [[" ".join(c) for c in words_of(image)] for image in (0, 5)]
+    val = EvaluationImages(["img_0.png", "img_5.png"], store.rows_for(["img_0.png", "img_5.png"]), references)
+    return train, val, store
+
+
+def run_fit(make_decoder, tiny_task, scorer, **overrides):
+    train, val, store = tiny_task
+    options = dict(lr=0.01, epochs=5, batch_size=4, step_size=2, gamma=0.5, seed=0, precision="fp32", val_max_len=5)
+    params = TrainParams(**{**options, **overrides})
+    decoder = make_decoder()
+    decoder.set_feature_statistics(*feature_statistics(store, np.arange(len(NAMES))))
+    epochs = []
+    best = fit(
+        decoder,
+        train,
+        val,
+        store,
+        VOCABULARY,
+        params,
+        torch.device("cpu"),
+        "fp32",
+        scorer,
+        lambda epoch, values, is_best: epochs.append((epoch, values, is_best)),
+    )
+    return best, epochs
+
+
+def test_step_lr_multiplies_the_rate_by_gamma_every_step_size_epochs(make_decoder, tiny_task):
+    _, epochs = run_fit(make_decoder, tiny_task, FakeScorer(), lr=0.01, epochs=5, step_size=2, gamma=0.5)
+    assert [epoch for epoch, _, _ in epochs] == [0, 1, 2, 3, 4]
+    assert [values["lr"] for _, values, _ in epochs] == pytest.approx([0.01, 0.01, 0.005, 0.005, 0.0025])
+    _, epochs = run_fit(make_decoder, tiny_task, FakeScorer(), lr=0.02, epochs=4, step_size=1, gamma=0.1)
+    assert [values["lr"] for _, values, _ in epochs] == pytest.approx([0.02, 0.002, 0.0002, 0.00002])
+
+
+def test_the_loss_decreases_on_a_learnable_task(make_decoder, tiny_task):
+    _, epochs = run_fit(make_decoder, tiny_task, FakeScorer(), lr=0.02, epochs=8, step_size=100, alpha_c=0.0)
+    losses = [values["train_loss"] for _, values, _ in epochs]
+    assert losses[0] > np.log(len(VOCABULARY)) * 0.8  # starts near chance
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert sum(b < a for a, b in zip(losses, losses[1:])) >= 6, losses
+
+
+def test_is_best_tracks_the_select_by_metric(make_decoder, tiny_task):
+    scorer = FakeScorer("bleu_4", [0.1, 0.3, 0.2, 0.3, 0.5])
+    best, epochs = run_fit(make_decoder, tiny_task, scorer, epochs=5)
+    assert [is_best for _, _, is_best in epochs] == [True, True, False, False, True]
+    assert best["epoch"] == 5 and best["bleu_4"] == 0.5
+    assert [values["val_bleu_4"] for _, values, _ in epochs] == [0.1, 0.3, 0.2, 0.3, 0.5]
+
+    scorer = FakeScorer("cider", [2.0, 1.0, 3.0])  # bleu_4 stays 0.5: only select_by decides
+    best, epochs = run_fit(make_decoder, tiny_task, scorer, epochs=3, select_by="cider")
+    assert [is_best for _, _, is_best in epochs] == [True, False, True]
+    assert best["epoch"] == 3 and best["cider"] == 3.0
+
+
+def test_each_epoch_reports_training_values_and_validation_on_every_image(make_decoder, tiny_task):
+    scorer = FakeScorer()
+    _, epochs = run_fit(make_decoder, tiny_task, scorer, epochs=1)
+    _, values, _ = epochs[0]
+    assert {"train_loss", "lr", "epoch_seconds", "data_wait_share"} <= set(values)
+    assert {f"val_{k}" for k in METRIC_KEYS} <= set(values)
+    assert values["train_loss"] > 0 and values["epoch_seconds"] > 0 and 0 <= values["data_wait_share"] <= 1
+    predictions, references = scorer.calls[0]
+    assert set(predictions) == {"img_0.png", "img_5.png"}
+    assert references == {
+        "img_0.png": ["red circle", "red circle circle"],
+        "img_5.png": ["blue star", "blue star star"],
+    }
+    assert all(len(caption.split()) <= 5 for caption in predictions.values())
+
+
+def test_length_bucketed_batches_cover_every_caption_once_longest_first():
+    lengths = np.array([5, 3, 7, 3, 5, 6, 4, 7, 3, 4])
+    batches = length_bucketed_batches(lengths, 3, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(10))
+    # consecutive slices of the captions sorted by length: [3 3 3] [4 4 5] [5 6 7] [7], in random order
+    assert sorted(sorted(lengths[b].tolist()) for b in batches) == [[3, 3, 3], [4, 4, 5], [5, 6, 7], [7]]
+    for batch in batches:
+        assert list(lengths[batch]) == sorted(lengths[batch], reverse=True)
+    again = length_bucketed_batches(lengths, 3, np.random.default_rng(0))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+
+
+def test_iterate_batches_gives_the_rows_features_and_trims_padding(tiny_task):
+    train, _, store = tiny_task
+    seen = 0
+    for features, captions, lengths in iterate_batches(train, store, 5, np.random.default_rng(1), torch.device("cpu")):
+        assert captions.shape == (len(lengths), int(lengths[0])) and captions.dtype == torch.int64
+        assert features.shape == (len(lengths), REGIONS, FEATURE_DIM)
+        for row in range(len(lengths)):
+            match = np.flatnonzero((train.captions[:, : int(lengths[0])] == captions[row].numpy()).all(axis=1))
+            index = next(i for i in match if train.lengths[i] == lengths[row])
+            assert np.array_equal(features[row].numpy(), store.rows(train.feature_rows[[index]])[0])
+        seen += len(lengths)
+    assert seen == len(train.lengths)
+
+
+@pytest.mark.parametrize("attention", ["soft", "none"])
+def test_caption_loss_is_cross_entropy_plus_the_attention_penalty(make_decoder, features, attention):
+    decoder = make_decoder(attention)
+    region_features, lengths = features(3), torch.tensor([5, 4, 3])
+    captions = torch.tensor([[1, 4, 8, 8, 2], [1, 5, 9, 2, 0], [1, 6, 2, 0, 0]])
+    logits, targets, weight_sums = decoder(region_features, captions, lengths)
+    cross_entropy = nn.functional.cross_entropy(logits, targets)
+    penalty = ((1.0 - weight_sums) ** 2).mean() if attention == "soft" else 0.0
+    loss = caption_loss(decoder, region_features, captions, lengths, alpha_c=2.0)
+    torch.testing.assert_close(loss, cross_entropy + 2.0 * penalty)
+    torch.testing.assert_close(caption_loss(decoder, region_features, captions, lengths, alpha_c=0.0), cross_entropy)
+
+
+def test_feature_statistics_are_per_channel_over_the_sampled_rows(tiny_task):
+    _, _, store = tiny_task
+    mean, std = feature_statistics(store, np.array([6, 1, 3]))
+    values = store.rows(np.array([1, 3, 6])).astype(np.float32).reshape(-1, FEATURE_DIM)
+    np.testing.assert_allclose(mean.numpy(), values.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std.numpy(), values.std(axis=0, ddof=1), rtol=1e-5, atol=1e-6)
+    sampled, _ = feature_statistics(store, np.arange(8), sample=2, seed=0)
+    assert sampled.shape == (FEATURE_DIM,) and not torch.allclose(sampled, feature_statistics(store, np.arange(8))[0])
+
+
+class ScorerWithoutJava(FakeScorer):
+    """What CaptionScorer returns without Java: every metric but `meteor`."""
+
+    def score(self, predictions: dict, references: dict) -> dict:
+        return {k: v for k, v in super().score(predictions, references).items() if k != "meteor"}
+
+
+def test_selecting_by_a_metric_the_scorer_cannot_give_is_a_one_line_error(make_decoder, tiny_task):
+    from captioning.errors import CaptioningError
+
+    with pytest.raises(CaptioningError, match="train.select_by"):
+        run_fit(make_decoder, tiny_task, ScorerWithoutJava(), epochs=1, select_by="meteor")
