@@ -7,6 +7,7 @@ images that cannot be decoded are skipped and named in the output (or stop the r
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,12 +69,13 @@ def extract_features(
     image_size: int = 224,
     batch_size: int = 32,
     precision: str = "fp32",
-    device: torch.device = torch.device("cpu"),
+    device: torch.device | None = None,
     num_workers: int = 1,
     on_bad_image: str = "skip",
     attrs: dict | None = None,
 ) -> ExtractionReport:
     """Write the features of `names` (in that order) to `output`; the caller renames it into place."""
+    device = device or torch.device("cpu")
     encoder = encoder.to(device).to(memory_format=torch.channels_last)
     loader = DataLoader(
         ImageFiles(image_root, names, image_size),
@@ -83,7 +85,7 @@ def extract_features(
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if num_workers else None,
     )
-    regions = (image_size // 32) ** 2
+    regions = math.ceil(image_size / 32) ** 2  # ResNet50's output stride is 32, rounding up
     writer = FeatureWriter(output, len(names), regions, FEATURE_DIM, attrs)
     report = ExtractionReport()
     start = time.perf_counter()
