@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Recommended settings for Flickr30k (Karpathy split), as one DVC experiment.
+# Usage: bash presets/flickr30k.sh /path/to/flickr30k [extra dvc exp run options, e.g. -S train.epochs=30]
+# Optional GoogleNews vectors: add -S embeddings.word2vec_path=/path/GoogleNews-vectors-negative300.bin.gz -S embeddings.dim=300
+set -euo pipefail
+root=${1:?usage: bash presets/flickr30k.sh DATA_ROOT [dvc exp run options]}
+shift
+exec dvc exp run -n "${PRESET_NAME:-flickr30k}" \
+    -S data.dataset="${PRESET_DATASET:-flickr30k}" -S data.root="$root" \
+    -S features.weights=imagenet -S features.imagenet_variant=IMAGENET1K_V2 -S features.batch_size=64 \
+    -S vocab.min_word_freq=5 -S vocab.max_len=20 \
+    -S embeddings.dim=300 -S embeddings.epochs=5 \
+    -S model.attention_dim=512 -S model.decoder_dim=512 -S model.dropout=0.5 \
+    -S train.lr=0.0004 -S train.epochs=20 -S train.batch_size=64 -S train.step_size=8 -S train.gamma=0.5 \
+    -S train.select_by=bleu_4 -S train.val_max_len=30 \
+    -S evaluate.beam_size=5 -S evaluate.max_len=30 \
+    "$@"
