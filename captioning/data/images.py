@@ -53,7 +53,9 @@ def load_rgb(path: str | Path) -> Image.Image:
                 return _to_rgb(image)
     except BadImageError:
         raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # PIL's own hard limit, hit in Image.open
+        raise BadImageError(f"{path}: over the {MAX_PIXELS:,}-pixel limit ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(f"{path}: cannot decode image ({error})") from None
 
 

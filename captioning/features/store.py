@@ -60,18 +60,20 @@ class FeatureStore:
         self.path = Path(path)
         if not self.path.is_file():
             raise CaptioningError(f"{self.path}: features file not found (run the features stage)")
+        self.in_memory = None
         try:
             self.file = h5py.File(self.path, "r")
             self.dataset = self.file[FEATURES]
             self.names = _strings(self.file[NAMES])
             self.skipped = set(_strings(self.file[SKIPPED])) if SKIPPED in self.file else set()
-        except (OSError, KeyError) as error:
-            raise CaptioningError(f"{self.path}: not a readable features file ({error})") from None
-        self.attrs = dict(self.file.attrs)
+            self.attrs = dict(self.file.attrs)
+            if memory_budget_bytes is None or self.nbytes <= memory_budget_bytes:
+                self.in_memory = self.dataset[:]
+        except (OSError, KeyError) as error:  # truncated, corrupt or foreign: h5py raises OSError
+            raise CaptioningError(
+                f"{self.path}: not a readable features file ({error}); rerun the features stage"
+            ) from None
         self.row_of = {name: row for row, name in enumerate(self.names)}
-        self.in_memory = None
-        if memory_budget_bytes is None or self.nbytes <= memory_budget_bytes:
-            self.in_memory = self.dataset[:]
 
     @property
     def nbytes(self) -> int:

@@ -7,6 +7,7 @@ Caption policy (the same for every format):
 - empty or whitespace-only captions are skipped and counted in one logged warning; an image left
   without captions is dropped;
 - duplicate captions of one image are kept, as the datasets ship them, so scores match published ones;
+- an image listed more than once gathers the captions of all its entries; listed in two splits, it is an error;
 - an entry whose image name has no image extension (Flickr8k's `2258277193_586949ec62.jpg.1`) is
   skipped and logged; a name that tries to leave the image folder is an error.
 """
@@ -57,6 +58,10 @@ class Captions:
             raise CaptioningError(f"{where}: split {split!r} of {name} is not one of {', '.join(SPLITS)}")
         record = self.images.setdefault(name, RawImage(name))
         if split is not None:
+            if record.split not in (None, split):
+                raise CaptioningError(
+                    f"{where}: {name} is listed again, in the {split} split; it is already in the {record.split} split"
+                )
             record.split = split
         text = " ".join(caption.split())
         if not text:
@@ -89,41 +94,58 @@ class Captions:
             raise CaptioningError(f"{self.source}: no captioned images found")
 
 
-def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line without its newline) of a UTF-8 text file (a byte-order mark is tolerated)."""
-    number = 0
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line with its newline) of a UTF-8 text file; a byte-order mark is tolerated.
+
+    Lines are decoded one by one, so a non-UTF-8 byte is reported on its own line.
+    """
     try:
-        with open(path, encoding="utf-8-sig") as file:
-            for number, line in enumerate(file, start=1):
-                yield number, line.rstrip("\r\n")
-    except UnicodeDecodeError as error:
-        raise CaptioningError(f"{path}: near line {number + 1}: not UTF-8 text ({error.reason})") from None
+        with open(path, "rb") as file:
+            for number, raw in enumerate(file, start=1):
+                try:
+                    yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+                except UnicodeDecodeError as error:
+                    raise CaptioningError(
+                        f"{path}: line {number}: not UTF-8 text (byte {error.start + 1}: {error.reason}); "
+                        "save it as UTF-8"
+                    ) from None
     except OSError as error:
         raise CaptioningError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline) of a UTF-8 text file (a byte-order mark is tolerated)."""
+    for number, line in _decoded_lines(path):
+        yield number, line.rstrip("\r\n")
 
 
 def csv_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line number, row) of a real CSV file (quoted fields may hold commas) with the `required` columns."""
+    """(line number, row) of a real CSV file (quoted fields may hold commas) with the `required` columns.
+
+    A row with more or fewer fields than the header is an error naming its line (an unquoted comma
+    would otherwise cut a caption short without a word).
+    """
     line = 1
     try:
-        with open(path, encoding="utf-8-sig", newline="") as file:
-            reader = csv.DictReader(file)
-            columns = [name.strip() for name in reader.fieldnames or []]
-            missing = [name for name in required if name not in columns]
-            if missing:
+        reader = csv.DictReader(text for _, text in _decoded_lines(path))
+        columns = [name.strip() for name in reader.fieldnames or []]
+        missing = [name for name in required if name not in columns]
+        if missing:
+            raise CaptioningError(
+                f"{path}: line 1: missing column(s) {', '.join(missing)} (expected {','.join(required)})"
+            )
+        reader.fieldnames = columns
+        for row in reader:
+            line = reader.line_num
+            fields = len(columns) + len(row.get(None, ())) - sum(value is None for value in row.values())
+            if fields != len(columns):
                 raise CaptioningError(
-                    f"{path}: line 1: missing column(s) {', '.join(missing)} (expected {','.join(required)})"
+                    f"{path}: line {line}: expected {len(columns)} fields ({','.join(columns)}), got {fields}; "
+                    "quote fields that hold commas"
                 )
-            reader.fieldnames = columns
-            for row in reader:
-                line = reader.line_num
-                yield line, {key: (value or "") for key, value in row.items() if key is not None}
-    except UnicodeDecodeError as error:
-        raise CaptioningError(f"{path}: near line {line + 1}: not UTF-8 text ({error.reason})") from None
+            yield line, {key: value for key, value in row.items() if key is not None}
     except csv.Error as error:
         raise CaptioningError(f"{path}: near line {line + 1}: not valid CSV ({error})") from None
-    except OSError as error:
-        raise CaptioningError(f"{path}: cannot read ({error.strerror})") from None
 
 
 def folders(root: Path, depth: int = SEARCH_DEPTH) -> list[Path]:

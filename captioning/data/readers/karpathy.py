@@ -59,4 +59,12 @@ def read_karpathy(path: Path, dataset: str) -> Captions:
 
 def karpathy_split(path: Path, dataset: str) -> dict[str, str]:
     """{image name: split} from a Karpathy split file, for captions read from another file."""
-    return dict(_name_and_split(path, row, image) for row, image in enumerate(_images(path, dataset)))
+    splits: dict[str, str] = {}
+    for row, image in enumerate(_images(path, dataset)):
+        name, split = _name_and_split(path, row, image)
+        if splits.setdefault(name, split) != split:
+            raise CaptioningError(
+                f"{path}: images[{row}]: {name} is listed again, in the {split} split; it is already in the "
+                f"{splits[name]} split"
+            )
+    return splits

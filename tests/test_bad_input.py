@@ -1,0 +1,853 @@
+"""Faults and bad input: one row per case, each with its exact outcome.
+
+An outcome is either a one-line CaptioningError naming the file, row or key (through a stage entry
+point: exit status 1, a single `error: ...` line on stderr, no traceback) or a counted and logged
+skip. Either way no partial output is left behind: no target file, no `.NAME.tmp-*` leftovers.
+
+Tables: PARAM_CASES (params.yaml values), STAGE_CASES (`python -m stages.<name>` in a scratch folder),
+CAPTION_CASES (caption files through the dataset readers), IMAGE_CASES (image files through load_rgb
+and extract_features under both data.on_bad_image policies), FEATURE_FILE_CASES (damaged HDF5).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import struct
+import subprocess
+import sys
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from fixtures_real import write_jpeg
+from PIL import Image
+
+from captioning.data.images import MAX_PIXELS, BadImageError, load_rgb
+from captioning.data.readers import read_dataset
+from captioning.errors import CaptioningError
+from captioning.features.encoder import FEATURE_DIM, build_encoder
+from captioning.features.extract import extract_features
+from captioning.features.store import FeatureStore, FeatureWriter
+from captioning.io import atomic_path
+from captioning.params import TrainParams, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE_SIZE = 64  # 2 x 2 regions
+THOUSAND_WORDS = " ".join(f"word{i % 50}" for i in range(1000))
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files and folders of atomic_path that were not cleaned up."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*.tmp-*"))
+
+
+def warnings_logged(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name.startswith("captioning") and r.levelno == logging.WARNING]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# params.yaml: wrong-typed, out-of-range and unknown values. load_params names the key and what it accepts.
+
+KNOWN_TRAIN_KEYS = ", ".join(f.name for f in fields(TrainParams))
+
+PARAM_CASES = [
+    pytest.param("train", "train: {lr: 0}", "params.yaml: train.lr must be a number > 0, got 0.0", id="lr-zero"),
+    pytest.param(
+        "train", "train: {lr: -0.001}", "params.yaml: train.lr must be a number > 0, got -0.001", id="lr-negative"
+    ),
+    pytest.param("train", "train: {lr: .nan}", "params.yaml: train.lr must be a number > 0, got nan", id="lr-nan"),
+    pytest.param("train", "train: {lr: fast}", "params.yaml: train.lr must be a number, got 'fast'", id="lr-text"),
+    pytest.param(
+        "train",
+        "train: {gamma: 1.5}",
+        "params.yaml: train.gamma must be a number in (0, 1], got 1.5",
+        id="gamma-above-1",
+    ),
+    pytest.param(
+        "train", "train: {epochs: 2.5}", "params.yaml: train.epochs must be an integer, got 2.5", id="epochs-float"
+    ),
+    pytest.param(
+        "evaluate",
+        "evaluate: {beam_size: 0}",
+        "params.yaml: evaluate.beam_size must be an integer >= 1, got 0",
+        id="beam-zero",
+    ),
+    pytest.param(
+        "evaluate",
+        "evaluate: {beam_size: true}",
+        "params.yaml: evaluate.beam_size must be an integer, got True",
+        id="beam-bool",
+    ),
+    pytest.param(
+        "data",
+        "data: {dataset: imagenet}",
+        "params.yaml: data.dataset must be one of scenes, flickr30k, flickr8k, coco, got 'imagenet'",
+        id="unknown-dataset",
+    ),
+    pytest.param(
+        "features",
+        "features: {weights: resnet101}",
+        "params.yaml: features.weights must be none, imagenet or the path of a .pth/.pt state dict, got 'resnet101'",
+        id="unknown-weights",
+    ),
+    pytest.param(
+        "data",
+        "data: {on_bad_image: ignore}",
+        "params.yaml: data.on_bad_image must be one of skip, error, got 'ignore'",
+        id="unknown-bad-image-policy",
+    ),
+    pytest.param(
+        "train",
+        "train: {learning_rate: 0.1}",
+        f"params.yaml: train.learning_rate must be one of the known keys ({KNOWN_TRAIN_KEYS}), got 'unknown key'",
+        id="unknown-key",
+    ),
+    pytest.param(
+        "embeddings",
+        "embeddings: {finetune: 'yes'}",
+        "params.yaml: embeddings.finetune must be true or false, got 'yes'",
+        id="bool-as-text",
+    ),
+    pytest.param(
+        "train", "train: 5", "params.yaml: train must be a mapping of keys to values, got 5", id="section-scalar"
+    ),
+    pytest.param("train", "train: [\n", "{path}: not valid YAML (while parsing a flow node)", id="broken-yaml"),
+    pytest.param("train", None, "{path}: params file not found (run from the repository root)", id="no-params-file"),
+]
+
+
+@pytest.mark.parametrize(("section", "text", "message"), PARAM_CASES)
+def test_bad_params(tmp_path: Path, section: str, text: str | None, message: str):
+    path = tmp_path / "params.yaml"
+    if text is not None:
+        path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(CaptioningError) as caught:
+        load_params(section, path)
+    assert str(caught.value) == message.format(path=path)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stage entry points: exit 1, one `error:` line, no traceback, no outputs, no temporary leftovers.
+
+DATA_OUTPUTS = ("data/images", "data/dataset.json")
+VOCAB_OUTPUTS = ("data/vocab.json", "data/captions.npz", "metrics/vocab.json")
+
+
+def flickr30k_files(annotation: str, content: str | bytes, images=("a.jpg", "b.jpg", "c.jpg")):
+    """A flickr30k download under `f30k/`: one annotation file and tiny JPEGs in f30k/flickr30k-images."""
+
+    def write(folder: Path) -> None:
+        root = folder / "f30k"
+        root.mkdir()
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        (root / annotation).write_bytes(data)
+        for seed, name in enumerate(images):
+            write_jpeg(root / "flickr30k-images" / name, seed, (16, 12))
+
+    return write
+
+
+def table_file(images: list[dict], image_files: dict[str, bytes] | None = None, text: str | None = None):
+    """data/dataset.json (images in data/images), or `text` written verbatim as the table."""
+
+    def write(folder: Path) -> None:
+        (folder / "data/images").mkdir(parents=True)
+        document = {"dataset": "scenes", "image_root": "images", "images": images}
+        (folder / "data/dataset.json").write_text(text if text is not None else json.dumps(document))
+        for name, data in (image_files or {}).items():
+            (folder / "data/images" / name).write_bytes(data)
+
+    return write
+
+
+def png_bytes(size=(40, 30), color=(10, 200, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+F30K = {"data": {"dataset": "flickr30k", "root": "f30k"}}
+ROW = {"split": "train", "captions": ["a red circle"]}
+
+
+@dataclass
+class StageCase:
+    stage: str
+    params: dict | None  # params.yaml; None: no params file at all
+    error: str  # the expected stderr line; {tmp} is the (resolved) folder the stage runs in
+    outputs: tuple[str, ...]  # files the stage writes, none of which may exist afterwards
+    files: Callable[[Path], None] = lambda folder: None
+
+
+STAGE_CASES = [
+    pytest.param(
+        StageCase(
+            "data",
+            {"data": {"dataset": "imagenet"}},
+            "error: params.yaml: data.dataset must be one of scenes, flickr30k, flickr8k, coco, got 'imagenet'",
+            DATA_OUTPUTS,
+        ),
+        id="data-unknown-dataset",
+    ),
+    pytest.param(
+        StageCase(
+            "data",
+            {"data": {"num_train": "many"}},
+            "error: params.yaml: data.num_train must be an integer, got 'many'",
+            DATA_OUTPUTS,
+        ),
+        id="data-wrong-type",
+    ),
+    pytest.param(
+        StageCase(
+            "data",
+            F30K,
+            "error: data.root={tmp}/f30k: folder not found; download flickr30k there "
+            "(python -m captioning download flickr30k {tmp}/f30k)",
+            DATA_OUTPUTS,
+        ),
+        id="data-root-missing",
+    ),
+    pytest.param(
+        StageCase(
+            "data",
+            F30K,
+            "error: data.root={tmp}/f30k: no flickr30k captions found; expected one of dataset_flickr30k.json, "
+            "flickr_annotations_30k.csv, results.csv, results_20130124.token in it or up to 3 folders below "
+            "(python -m captioning download flickr30k {tmp}/f30k)",
+            DATA_OUTPUTS,
+            lambda folder: (folder / "f30k/flickr30k-images").mkdir(parents=True),
+        ),
+        id="data-no-caption-file",
+    ),
+    pytest.param(
+        StageCase(
+            "data",
+            F30K,
+            "error: {tmp}/f30k/results_20130124.token: no captioned images found",
+            DATA_OUTPUTS,
+            flickr30k_files("results_20130124.token", b""),
+        ),
+        id="data-empty-caption-file",
+    ),
+    pytest.param(
+        StageCase(
+            "data",
+            F30K,
+            "error: {tmp}/f30k/results_20130124.token: line 3: not UTF-8 text (byte 15: invalid continuation byte); "
+            "save it as UTF-8",
+            DATA_OUTPUTS,
+            flickr30k_files(
+                "results_20130124.token",
+                "a.jpg#0\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tUn garçon au café .\n".encode("latin-1"),
+            ),
+        ),
+        id="data-latin1-caption-file",
+    ),
+    pytest.param(
+        StageCase(
+            "data",
+            F30K,
+            "error: {tmp}/f30k/results_20130124.token: line 2: image name '../../secret.jpg' must be a relative path "
+            "inside the image folder (no absolute path, no '..')",
+            DATA_OUTPUTS,
+            flickr30k_files("results_20130124.token", "a.jpg#0\tA dog .\n../../secret.jpg#0\tA cat .\n"),
+        ),
+        id="data-path-traversal",
+    ),
+    pytest.param(
+        StageCase(
+            "vocab", None, "error: params.yaml: params file not found (run from the repository root)", VOCAB_OUTPUTS
+        ),
+        id="vocab-no-params-file",
+    ),
+    pytest.param(
+        StageCase(
+            "vocab",
+            {"vocab": {"max_len": 0}},
+            "error: params.yaml: vocab.max_len must be an integer >= 1, got 0",
+            VOCAB_OUTPUTS,
+        ),
+        id="vocab-max-len-zero",
+    ),
+    pytest.param(
+        StageCase("vocab", {}, "error: data/dataset.json: file not found", VOCAB_OUTPUTS),
+        id="vocab-table-missing",
+    ),
+    pytest.param(
+        StageCase(
+            "vocab",
+            {},
+            "error: data/dataset.json: not valid JSON (Unterminated string starting at: line 1 column 53 (char 52))",
+            VOCAB_OUTPUTS,
+            table_file([], text='{"dataset": "scenes", "images": [{"image": "a.png", "sp'),
+        ),
+        id="vocab-table-truncated",
+    ),
+    pytest.param(
+        StageCase(
+            "vocab",
+            {},
+            "error: data/dataset.json: images[2]: image a.png is listed twice",
+            VOCAB_OUTPUTS,
+            table_file([{"image": "a.png", **ROW}, {"image": "b.png", **ROW}, {"image": "a.png", **ROW}]),
+        ),
+        id="vocab-duplicate-image",
+    ),
+    pytest.param(
+        StageCase(
+            "vocab",
+            {},
+            "error: data/dataset.json: images[0]: image name '/etc/passwd' must be a relative path inside the image "
+            "folder (no absolute path, no '..')",
+            VOCAB_OUTPUTS,
+            table_file([{"image": "/etc/passwd", **ROW}]),
+        ),
+        id="vocab-absolute-image-name",
+    ),
+    pytest.param(
+        StageCase(
+            "embeddings",
+            {"embeddings": {"finetune": "yes"}},
+            "error: params.yaml: embeddings.finetune must be true or false, got 'yes'",
+            ("data/embeddings.npy", "metrics/embeddings.json"),
+        ),
+        id="embeddings-bool-as-text",
+    ),
+    pytest.param(
+        StageCase(
+            "train",
+            {"train": {"lr": 0}},
+            "error: params.yaml: train.lr must be a number > 0, got 0.0",
+            ("models/model.pt", "metrics/train"),
+        ),
+        id="train-lr-zero",
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        StageCase(
+            "evaluate",
+            {"evaluate": {"beam_size": 0}},
+            "error: params.yaml: evaluate.beam_size must be an integer >= 1, got 0",
+            ("metrics/evaluate.json", "reports/predictions.json"),
+        ),
+        id="evaluate-beam-zero",
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        StageCase(
+            "features",
+            {
+                "data": {"on_bad_image": "error"},
+                "features": {"image_size": IMAGE_SIZE, "batch_size": 2, "num_workers": 0, "precision": "fp32"},
+            },
+            "error: data/images/notes.jpg: cannot decode image (cannot identify image file 'data/images/notes.jpg') "
+            "(set data.on_bad_image: skip to skip such images)",
+            ("data/features.h5",),
+            table_file(
+                [{"image": "ok.png", **ROW}, {"image": "notes.jpg", **ROW}],
+                {"ok.png": png_bytes(), "notes.jpg": b"shopping list: eggs, milk\n"},
+            ),
+        ),
+        id="features-bad-image-error-policy",
+        marks=pytest.mark.slow,
+    ),
+]
+
+
+def run_stage(folder: Path, stage: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}"], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize("case", STAGE_CASES)
+def test_stage_stops_with_one_error_line(tmp_path: Path, case: StageCase):
+    folder = tmp_path.resolve()
+    if case.params is not None:
+        (folder / "params.yaml").write_text(yaml.safe_dump(case.params), encoding="utf-8")
+    case.files(folder)
+    result = run_stage(folder, case.stage)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [case.error.format(tmp=folder)], result.stderr
+    assert [name for name in case.outputs if (folder / name).exists()] == []
+    assert leftovers(folder) == []
+
+
+def test_a_1000_word_caption_is_kept_and_only_training_truncates_it(tmp_path: Path):
+    """The reference stays whole in the table; the vocab stage cuts the training copy to vocab.max_len and counts it."""
+    flickr30k_files(
+        "results_20130124.token", f"a.jpg#0\t{THOUSAND_WORDS}\na.jpg#1\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tA cow .\n"
+    )(tmp_path)
+    table = read_dataset("flickr30k", tmp_path / "f30k")
+    assert {r.image: r.captions for r in table.images}["a.jpg"] == [THOUSAND_WORDS, "A dog ."]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"vocab": {"max_len": 24}}), encoding="utf-8")
+    rows = [
+        {"image": "a.png", "split": "train", "captions": [THOUSAND_WORDS, "a dog"]},
+        {"image": "b.png", "split": "test", "captions": [THOUSAND_WORDS]},
+    ]
+    table_file(rows)(tmp_path)
+    result = run_stage(tmp_path, "vocab")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "metrics/vocab.json").read_text())["truncated_train_captions"] == 1
+    encoded = np.load(tmp_path / "data/captions.npz")
+    assert encoded["captions"].shape == (2, 24 + 2) and encoded["lengths"].tolist() == [26, 4]
+    assert json.loads((tmp_path / "data/dataset.json").read_text())["images"][1]["captions"] == [THOUSAND_WORDS]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Caption files through the dataset readers: errors name file and line; skips are counted in one warning.
+
+
+@dataclass
+class Fails:
+    message: str  # {root} is the dataset folder
+
+
+@dataclass
+class Reads:
+    captions: dict[str, list[str]]
+    warnings: list[str] = field(default_factory=list)  # besides the seeded-split notice; {root}, {images} expand
+
+
+def token_file(text: str | bytes) -> dict:
+    return {"results_20130124.token": text}
+
+
+KAGGLE_HEADER = "image_name| comment_number| comment\n"
+KARPATHY_TWO_SPLITS = json.dumps(
+    {
+        "dataset": "flickr30k",
+        "images": [
+            {"filename": name, "split": split, "sentences": [{"raw": f"A {name} .", "tokens": ["a", name]}]}
+            for name, split in (("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "test"), ("a.jpg", "test"))
+        ],
+    }
+)
+
+CAPTION_CASES = [
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA cat .\na.jpg#1\t   \nb.jpg#0\tA dog .\nc.jpg#0\tA  bird\t sings .\nd.jpg#0\t \t \n"),
+        Reads(
+            {"a.jpg": ["A cat ."], "b.jpg": ["A dog ."], "c.jpg": ["A bird sings ."]},
+            [
+                "{root}/results_20130124.token: skipped 2 empty captions",
+                "{root}/results_20130124.token: dropped 1 images without any caption (e.g. d.jpg)",
+            ],
+        ),
+        id="empty-and-whitespace-captions",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file(f"a.jpg#0\t{THOUSAND_WORDS}\nb.jpg#0\tA dog .\nc.jpg#0\tA cat .\n"),
+        Reads({"a.jpg": [THOUSAND_WORDS], "b.jpg": ["A dog ."], "c.jpg": ["A cat ."]}),
+        id="1000-word-caption-kept",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tA cow .\na.jpg#0\tA dog .\na.jpg#1\tA puppy .\n"),
+        Reads({"a.jpg": ["A dog .", "A dog .", "A puppy ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]}),
+        id="image-listed-twice-gathers-its-captions",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"dataset_flickr30k.json": KARPATHY_TWO_SPLITS},
+        Fails(
+            "{root}/dataset_flickr30k.json: images[3]: a.jpg is listed again, in the test split; "
+            "it is already in the train split"
+        ),
+        id="image-listed-in-two-splits",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tA cow .\nd.jpg#0\tA hen .\n"),
+        Reads(
+            {"a.jpg": ["A dog ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."], "d.jpg": ["A hen ."]},
+            [
+                "{images}: 1 of 4 images named in the captions are missing (e.g. d.jpg); "
+                "data.on_bad_image decides what the features stage does with them"
+            ],
+        ),
+        id="image-file-missing",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA dog .\n/etc/secret.jpg#0\tA cat .\n"),
+        Fails(
+            "{root}/results_20130124.token: line 2: image name '/etc/secret.jpg' must be a relative path inside the "
+            "image folder (no absolute path, no '..')"
+        ),
+        id="absolute-image-name",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tÀ la plage .\n".encode("cp1252")),
+        Fails("{root}/results_20130124.token: line 3: not UTF-8 text (byte 9: invalid start byte); save it as UTF-8"),
+        id="cp1252-token-file",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"results.csv": KAGGLE_HEADER + "a.jpg| 0| A dog | runs .\nb.jpg| 0| A cat .\nc.jpg| 0| A cow .\n"},
+        Reads({"a.jpg": ["A dog | runs ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]}),
+        id="kaggle-extra-separator-kept-in-caption",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"results.csv": KAGGLE_HEADER + "a.jpg| 0| A dog .\nb.jpg| 0   A cat .\nc.jpg| 0| A cow .\n"},
+        Reads(
+            {"a.jpg": ["A dog ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]},
+            ["{root}/results.csv: line 3: repaired a row without its second '|' (b.jpg, comment 0)"],
+        ),
+        id="kaggle-missing-second-separator-repaired",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"results.csv": KAGGLE_HEADER + "a.jpg| 0| A dog .\nb.jpg 0 A cat .\n"},
+        Fails("{root}/results.csv: line 3: expected 'image_name| comment_number| comment', got 'b.jpg 0 A cat .'"),
+        id="kaggle-missing-separators",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"results.csv": ""},
+        Fails("{root}/results.csv: no captioned images found"),
+        id="kaggle-empty-file",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"results.csv": KAGGLE_HEADER},
+        Fails("{root}/results.csv: no captioned images found"),
+        id="kaggle-header-only",
+    ),
+    pytest.param(
+        "flickr8k",
+        {"captions.txt": "image,caption\na.jpg,A dog runs .\nb.jpg,A dog, wet, runs .\n"},
+        Fails("{root}/captions.txt: line 3: expected 2 fields (image,caption), got 4; quote fields that hold commas"),
+        id="csv-unquoted-commas",
+    ),
+    pytest.param(
+        "flickr8k",
+        {"captions.txt": "image,caption\na.jpg,A dog runs .\nb.jpg\n"},
+        Fails("{root}/captions.txt: line 3: expected 2 fields (image,caption), got 1; quote fields that hold commas"),
+        id="csv-missing-separator",
+    ),
+    pytest.param(
+        "flickr8k",
+        {"captions.txt": 'image,caption\na.jpg,"A dog, wet, runs ."\nb.jpg,A cat .\nc.jpg,A cow .\n'},
+        Reads({"a.jpg": ["A dog, wet, runs ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]}),
+        id="csv-quoted-commas-kept",
+    ),
+    pytest.param(
+        "flickr8k",
+        {"captions.txt": ""},
+        Fails("{root}/captions.txt: line 1: missing column(s) image, caption (expected image,caption)"),
+        id="csv-empty-file",
+    ),
+    pytest.param(
+        "flickr8k",
+        {"captions.txt": "image,caption\na.jpg,A dog .\nb.jpg,Un garçon .\n".encode("latin-1")},
+        Fails("{root}/captions.txt: line 3: not UTF-8 text (byte 13: invalid continuation byte); save it as UTF-8"),
+        id="csv-latin1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("dataset", "files", "outcome"), CAPTION_CASES)
+def test_caption_files(tmp_path: Path, caplog, dataset: str, files: dict, outcome: Fails | Reads):
+    root = tmp_path / "download"
+    images = root / "images"
+    for seed, name in enumerate(("a.jpg", "b.jpg", "c.jpg")):
+        write_jpeg(images / name, seed, (16, 12))
+    for name, content in files.items():
+        (root / name).write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    expand = {"root": root, "images": images}
+    if isinstance(outcome, Fails):
+        with pytest.raises(CaptioningError) as caught:
+            read_dataset(dataset, root)
+        assert str(caught.value) == outcome.message.format(**expand)
+        return
+    with caplog.at_level(logging.WARNING):
+        table = read_dataset(dataset, root)
+    assert {record.image: record.captions for record in table.images} == outcome.captions
+    skips = [m for m in warnings_logged(caplog) if "seeded random split" not in m]
+    assert skips == [w.format(**expand) for w in outcome.warnings]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Image files: decoded to RGB the same way everywhere, or refused with the file's name; extract_features skips
+# (counted, logged, recorded in the HDF5 `skipped` dataset) or stops, per data.on_bad_image.
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height but holds no pixel data: costs nothing to write or to refuse."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def save(image: Image.Image, format: str, **options) -> Callable[[Path], None]:
+    return lambda path: image.save(path, format, **options)
+
+
+def write_bytes(data: bytes) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(data)
+
+
+def half_of(image: Image.Image, format: str) -> Callable[[Path], None]:
+    buffer = io.BytesIO()
+    image.save(buffer, format)
+    return write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+def exif_rotated(path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.new("RGB", (8, 4), (0, 0, 255)).save(path, "JPEG", exif=exif.tobytes())
+
+
+def animated_gif(path: Path) -> None:
+    frames = [Image.new("RGB", (6, 6), color) for color in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    frames[0].save(path, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def rgba(path: Path) -> None:
+    image = Image.new("RGBA", (2, 1))
+    image.putdata([(255, 0, 0, 0), (0, 0, 255, 255)])  # transparent red, opaque blue
+    image.save(path, "PNG")
+
+
+def bilevel_bomb(path: Path) -> None:
+    """A real, decodable 10,000 x 10,000 PNG of ~12 kB (mode 1: 12.5 MB in memory while it is written)."""
+    Image.new("1", (10_000, 10_000)).save(path, "PNG")
+
+
+@dataclass
+class Decodes:
+    size: tuple[int, int]
+    pixels: dict[tuple[int, int], tuple[int, int, int]]
+
+
+@dataclass
+class Refused:
+    message: str  # {path} is the image file; a regular expression where it says so
+    pattern: bool = False
+
+
+LIMIT = f"{MAX_PIXELS:,}-pixel limit"
+
+IMAGE_CASES = [
+    pytest.param(
+        "one.png",
+        save(Image.new("RGB", (1, 1), (1, 2, 3)), "PNG"),
+        Decodes((1, 1), {(0, 0): (1, 2, 3)}),
+        id="1x1-pixel",
+    ),
+    pytest.param(
+        "gray.png", save(Image.new("L", (5, 4), 77), "PNG"), Decodes((5, 4), {(4, 3): (77, 77, 77)}), id="grayscale"
+    ),
+    pytest.param(
+        "cmyk.jpg",
+        save(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"),
+        Decodes((8, 8), {(0, 0): (255, 0, 0)}),
+        id="cmyk-jpeg",
+    ),
+    pytest.param(
+        "deep.png",
+        save(Image.fromarray(np.full((3, 5), 32768, np.uint16)), "PNG"),
+        Decodes((5, 3), {(0, 0): (128, 128, 128)}),
+        id="16-bit-png",
+    ),
+    pytest.param("alpha.png", rgba, Decodes((2, 1), {(0, 0): (255, 255, 255), (1, 0): (0, 0, 255)}), id="rgba"),
+    pytest.param("moving.gif", animated_gif, Decodes((6, 6), {(3, 3): (255, 0, 0)}), id="animated-gif-first-frame"),
+    pytest.param("turned.jpg", exif_rotated, Decodes((4, 8), {(2, 4): (0, 0, 254)}), id="exif-orientation"),
+    pytest.param("missing.jpg", None, Refused("{path}: image file not found"), id="missing-file"),
+    pytest.param(
+        "empty.jpg",
+        write_bytes(b""),
+        Refused("{path}: cannot decode image (cannot identify image file '{path}')"),
+        id="zero-bytes",
+    ),
+    pytest.param(
+        "notes.jpg",
+        write_bytes(b"shopping list: eggs, milk\n"),
+        Refused("{path}: cannot decode image (cannot identify image file '{path}')"),
+        id="text-named-jpg",
+    ),
+    pytest.param(
+        "cut.jpg",
+        half_of(Image.effect_noise((64, 64), 50).convert("RGB"), "JPEG"),
+        Refused(r"{path}: cannot decode image \(.+\)", pattern=True),
+        id="truncated-jpeg",
+    ),
+    pytest.param(
+        "cut.png",
+        half_of(Image.effect_noise((64, 64), 50).convert("RGB"), "PNG"),
+        Refused(r"{path}: cannot decode image \(.+\)", pattern=True),
+        id="truncated-png",
+    ),
+    pytest.param(
+        "bomb.png",
+        write_bytes(png_header_only(10_000, 10_000)),
+        Refused(f"{{path}}: 10000x10000 pixels is over the {LIMIT}"),
+        id="10000x10000-header-only",
+    ),
+    pytest.param(
+        "bilevel.png",
+        bilevel_bomb,
+        Refused(f"{{path}}: 10000x10000 pixels is over the {LIMIT}"),
+        id="10000x10000-real-png",
+    ),
+    pytest.param(
+        "huge.png",
+        write_bytes(png_header_only(30_000, 30_000)),
+        Refused(
+            f"{{path}}: over the {LIMIT} (Image size (900000000 pixels) exceeds limit of 178956970 pixels, "
+            "could be decompression bomb DOS attack.)"
+        ),
+        id="30000x30000-over-pil-limit",
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return build_encoder("none", seed=0)
+
+
+def extract(encoder, root: Path, names: list[str], output: Path, on_bad_image: str):
+    return extract_features(
+        encoder,
+        root,
+        names,
+        output,
+        image_size=IMAGE_SIZE,
+        batch_size=2,
+        precision="fp32",
+        num_workers=0,
+        on_bad_image=on_bad_image,
+    )
+
+
+def matches(refused: Refused, path: Path, message: str) -> bool:
+    if refused.pattern:
+        return re.fullmatch(refused.message.format(path=re.escape(str(path))), message) is not None
+    return message == refused.message.format(path=path)
+
+
+@pytest.mark.parametrize(("name", "write", "outcome"), IMAGE_CASES)
+def test_image_files(tmp_path: Path, caplog, encoder, name: str, write, outcome: Decodes | Refused):
+    root = tmp_path / "images"
+    root.mkdir()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(root / "ok.png")
+    path = root / name
+    if write is not None:
+        write(path)
+    names = ["ok.png", name]
+
+    # load_rgb, as the features stage and the caption command use it
+    if isinstance(outcome, Decodes):
+        image = load_rgb(path)
+        assert (image.mode, image.size) == ("RGB", outcome.size)
+        assert {xy: image.getpixel(xy) for xy in outcome.pixels} == outcome.pixels
+    else:
+        with pytest.raises(BadImageError) as caught:
+            load_rgb(path)
+        message = str(caught.value)
+        assert matches(outcome, path, message), message
+
+    # extract_features with data.on_bad_image: skip
+    target = tmp_path / "features.h5"
+    with caplog.at_level(logging.WARNING), atomic_path(target) as temporary:
+        report = extract(encoder, root, names, temporary, "skip")
+    store = FeatureStore(target)
+    if isinstance(outcome, Decodes):
+        assert (report.written, report.skipped, store.names, store.skipped) == (2, [], names, set())
+        assert store.shape == (2, (IMAGE_SIZE // 32) ** 2, FEATURE_DIM)
+        assert np.isfinite(store.rows(np.arange(2)).astype(np.float32)).all()
+        store.close()
+        return
+    assert (report.written, report.skipped, store.names, store.skipped) == (1, [name], ["ok.png"], {name})
+    store.close()
+    assert warnings_logged(caplog) == [f"skipped: {message}"]
+
+    # extract_features with data.on_bad_image: error: stops naming the file; nothing is left behind
+    target.unlink()
+    with pytest.raises(BadImageError) as caught, atomic_path(target) as temporary:
+        extract(encoder, root, names, temporary, "error")
+    assert str(caught.value) == f"{message} (set data.on_bad_image: skip to skip such images)"
+    assert not target.exists() and leftovers(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The HDF5 features file: truncated, empty, corrupt or missing is one CaptioningError naming it.
+
+
+def written_features(path: Path) -> int:
+    writer = FeatureWriter(path, 8, 4, FEATURE_DIM)
+    writer.append([f"{i}.jpg" for i in range(8)], np.ones((8, 4, FEATURE_DIM), dtype=np.float32))
+    writer.close(["bad.jpg"])
+    return path.stat().st_size
+
+
+RERUN = "; rerun the features stage"
+FEATURE_FILE_CASES = [
+    pytest.param(
+        lambda data: data[: len(data) // 2],
+        lambda size: (
+            r"{path}: not a readable features file \(.*truncated file: eof = "
+            + f"{size // 2}, .*stored_eof = {size}"
+            + r"\)\)"
+            + re.escape(RERUN)
+        ),
+        id="truncated-to-half",
+    ),
+    pytest.param(
+        lambda data: data[:-1],
+        lambda size: (
+            r"{path}: not a readable features file \(.*truncated file: eof = "
+            + f"{size - 1}, .*stored_eof = {size}"
+            + r"\)\)"
+            + re.escape(RERUN)
+        ),
+        id="truncated-by-one-byte",
+    ),
+    pytest.param(
+        lambda data: b"",
+        lambda size: r"{path}: not a readable features file \(.*file signature not found\)\)" + re.escape(RERUN),
+        id="zero-bytes",
+    ),
+    pytest.param(
+        lambda data: data[:2000] + bytes(4000) + data[6000:],
+        lambda size: r"{path}: not a readable features file \(.+\)" + re.escape(RERUN),
+        id="zeroed-metadata",
+    ),
+    pytest.param(None, lambda size: r"{path}: features file not found \(run the features stage\)", id="missing"),
+]
+
+
+@pytest.mark.parametrize(("damage", "expected"), FEATURE_FILE_CASES)
+def test_damaged_features_file(tmp_path: Path, damage, expected):
+    path = tmp_path / "features.h5"
+    size = written_features(path)
+    if damage is None:
+        path.unlink()
+    else:
+        path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CaptioningError) as caught:
+        FeatureStore(path)
+    pattern = expected(size).format(path=re.escape(str(path)))
+    assert re.fullmatch(pattern, str(caught.value)), str(caught.value)

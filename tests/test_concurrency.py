@@ -1,0 +1,151 @@
+"""Two `dvc repro` at once on one repository: the second is refused with a lock message, the first finishes.
+
+Deterministic: the first run's stage command is paused (SIGSTOP) while DVC holds that stage's write lock,
+the second runs to its end, then the stage is resumed (SIGCONT) and the first run finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"data": {"num_train": 40, "num_val": 6, "num_test": 6, "image_size": 64}}
+TARGET = "vocab"  # data -> vocab: two real stages, no torch, a few seconds
+
+
+def environment() -> dict[str, str]:
+    return dict(
+        os.environ,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        TQDM_DISABLE="1",
+        DVC_NO_ANALYTICS="1",
+    )
+
+
+def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def tiny_project(target: Path) -> None:
+    """The project as a fresh clone has it (tracked and not ignored files), tiny params, one git commit."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True
+    ).stdout.split()
+    for name in listed:
+        source = REPO / name
+        if source.is_file() and not name.startswith(("metrics/", "docs/")) and name != "dvc.lock":
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    params = yaml.safe_load((target / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], target)
+    run(["git", "config", "user.email", "test@example.com"], target)
+    run(["git", "config", "user.name", "Concurrency Test"], target)
+    run(["git", "add", "-A"], target)
+    run(["git", "commit", "-qm", "project"], target)
+
+
+def stage_write_locks(repo: Path) -> dict:
+    """The outputs DVC has write-locked for a running stage (.dvc/tmp/rwlock), {} when none or mid-write."""
+    try:
+        return json.loads((repo / ".dvc/tmp/rwlock").read_text()).get("write", {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def suspend(processes: list[psutil.Process], timeout: float = 5) -> bool:
+    """SIGSTOP each process; True once all of them are stopped."""
+    for process in processes:
+        process.suspend()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(process.status() == psutil.STATUS_STOPPED for process in processes):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def resume(processes: list[psutil.Process]) -> None:
+    for process in processes:
+        try:
+            process.resume()
+        except psutil.NoSuchProcess:
+            pass
+
+
+def pause_inside_a_stage(run: subprocess.Popen, repo: Path, timeout: float = 300) -> list[psutil.Process]:
+    """SIGSTOP the stage command that `run` has started, while DVC holds that stage's write lock.
+
+    DVC itself is left running: while its stage command runs it holds no repository or database lock,
+    only the stage's read/write locks, so pausing it there is what any slow stage looks like.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run.poll() is not None:
+            raise AssertionError(f"the first dvc repro ended ({run.returncode}) before it could be paused")
+        command: list[psutil.Process] = []
+        try:
+            command = psutil.Process(run.pid).children(recursive=True)
+            if stage_write_locks(repo) and any("stages." in " ".join(p.cmdline()) for p in command):
+                if suspend(command) and stage_write_locks(repo):
+                    return command
+                resume(command)
+        except psutil.NoSuchProcess:
+            resume(command)  # the stage ended in between: try the next one
+        time.sleep(0.02)
+    raise AssertionError("the first dvc repro never entered a stage")
+
+
+@pytest.mark.slow
+def test_a_second_repro_is_refused_while_the_first_runs(tmp_path: Path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    tiny_project(repo)
+    log = tmp_path / "first.log"
+    with open(log, "w") as output:
+        first = subprocess.Popen(
+            ["dvc", "repro", TARGET],
+            cwd=repo,
+            env=environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    paused = []
+    try:
+        paused = pause_inside_a_stage(first, repo)
+        held = stage_write_locks(repo)
+        stage = next(arg for p in paused for arg in p.cmdline() if arg.startswith("stages.")).split(".")[1]
+        second = run(["dvc", "repro", TARGET], repo, check=False)
+    finally:
+        resume(paused)
+        if not paused:
+            first.kill()
+    first.wait(timeout=600)
+    first_output = log.read_text()
+
+    second_output = second.stdout + second.stderr
+    assert second.returncode != 0, second_output
+    busy = [path for path in held if f"ERROR: failed to reproduce '{stage}': '{path}' is busy" in second_output]
+    assert busy and f"(PID {first.pid}): " in second_output, (held, second_output)
+    assert "Running stage" not in second_output
+
+    assert first.returncode == 0, first_output
+    assert "Running stage 'data'" in first_output and "Running stage 'vocab'" in first_output
+    assert "Data and pipelines are up to date." in run(["dvc", "status", TARGET], repo).stdout
+    assert stage_write_locks(repo) == {}
+    assert sorted(p.name for p in repo.rglob(".*.tmp-*")) == []
