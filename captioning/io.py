@@ -56,9 +56,18 @@ def read_json(path: str | Path) -> object:
         raise CaptioningError(f"{path}: not valid JSON ({error})") from None
 
 
+def code_fingerprint() -> str:
+    """A hash of the library's source: state saved by other code is never resumed."""
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
 def run_fingerprint(settings: list, inputs: list[str | Path]) -> str:
-    """Identifies a run by its settings and its input files (size and modification time), for resuming."""
+    """Identifies a run by its settings, its input files (size, modification time) and the code, for resuming."""
     described = [dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in settings]
+    described.append(code_fingerprint())
     for path in map(Path, inputs):
         stat = path.stat()
         described.append([str(path), stat.st_size, stat.st_mtime_ns])
