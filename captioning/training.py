@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from captioning import distributed
 from captioning.data.table import CaptionTable
 from captioning.decoding import greedy_decode
 from captioning.device import autocast
@@ -58,9 +59,20 @@ def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random
 
 
 def iterate_batches(
-    data: CaptionSet, store: FeatureStore, batch_size: int, rng: np.random.Generator, device: torch.device
+    data: CaptionSet,
+    store: FeatureStore,
+    batch_size: int,
+    rng: np.random.Generator,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Length-bucketed batches on `device`; with several ranks, this rank's share of each global batch."""
     for batch in length_bucketed_batches(data.lengths, batch_size, rng):
+        if world_size > 1:  # DDP: every world_size-th caption (still longest first); the same rng on every rank
+            if len(batch) < world_size:
+                continue  # the last batch, too small to share: fewer than world_size captions per epoch unseen
+            batch = batch[rank::world_size]
         longest = int(data.lengths[batch[0]])
         features = torch.from_numpy(store.rows(data.feature_rows[batch]))
         captions = torch.from_numpy(data.captions[batch, :longest].astype(np.int64))
@@ -69,12 +81,24 @@ def iterate_batches(
 
 
 def caption_loss(
-    decoder: CaptionDecoder, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor, alpha_c: float
+    decoder: CaptionDecoder,
+    features: torch.Tensor,
+    captions: torch.Tensor,
+    lengths: torch.Tensor,
+    alpha_c: float,
+    global_counts: tuple[int, int] | None = None,
 ) -> torch.Tensor:
+    """Cross-entropy per target token plus alpha_c times the attention penalty per caption.
+
+    With `global_counts` (target tokens, captions of the global batch, when this is one rank's share of
+    it) the sums are divided by those instead: the ranks' losses then add up to the global batch's loss.
+    `decoder` may be wrapped in DistributedDataParallel.
+    """
     logits, targets, weight_sums = decoder(features, captions, lengths)
-    loss = nn.functional.cross_entropy(logits.float(), targets)
-    if alpha_c and decoder.context.attends:
-        loss = loss + alpha_c * ((1.0 - weight_sums) ** 2).mean()
+    tokens, count = global_counts or (len(targets), len(lengths))
+    loss = nn.functional.cross_entropy(logits.float(), targets, reduction="sum") / tokens
+    if alpha_c and distributed.unwrap(decoder).context.attends:
+        loss = loss + alpha_c * ((1.0 - weight_sums) ** 2).mean(dim=1).sum() / count  # (B, N) -> per caption
     return loss
 
 
@@ -118,16 +142,19 @@ def train_epoch(
         if batch is None:
             break
         features, captions, lengths = batch
+        shared = distributed.global_counts(lengths)  # DDP: counts of the whole global batch (None alone)
         with autocast(device, precision):
-            loss = caption_loss(decoder, features, captions, lengths, params.alpha_c)
+            loss = caption_loss(decoder, features, captions, lengths, params.alpha_c, shared)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * distributed.world_size()).backward()  # DDP averages the ranks' gradients: make that their sum
         nn.utils.clip_grad_norm_(trainable, params.grad_clip)
         optimizer.step()
-        total += loss.item() * len(lengths)
-        count += len(lengths)
-        progress.update(len(lengths))
+        batch_captions = shared[1] if shared else len(lengths)
+        total += loss.item() * batch_captions
+        count += batch_captions
+        progress.update(batch_captions)
         progress.set_postfix(loss=f"{total / count:.3f}")
+    total = distributed.sum_over_ranks(total, device)  # DDP: each rank's losses were its share of the batches'
     seconds = time.perf_counter() - start
     return {"train_loss": total / count, "epoch_seconds": seconds, "data_wait_share": waiting / seconds}
 
@@ -156,6 +183,8 @@ def fit(
     With `resume_path`, the state after every epoch (model, optimizer, scheduler, RNGs, history) is
     saved there, and a later call with the same `run_key` continues after the last completed epoch:
     the epochs already done are replayed to on_epoch_end, and the result equals an uninterrupted run.
+    Under torchrun (see captioning/distributed.py) every rank calls fit; rank 0 alone validates, scores
+    with `scorer` (None elsewhere) and saves the state; every rank gets the same values and result.
     """
     torch.manual_seed(params.seed)
     rng = np.random.default_rng(params.seed)
@@ -164,7 +193,8 @@ def fit(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma)
     history: list[tuple[dict, bool]] = []
     best, best_state = {params.select_by: float("-inf")}, _copy_state(decoder)
-    saved = load_training_state(resume_path, run_key) if resume_path else None
+    saved = load_training_state(resume_path, run_key) if resume_path and distributed.is_main() else None
+    saved = distributed.broadcast(saved)  # DDP: every rank resumes from rank 0's state
     if saved is not None:
         decoder.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -176,16 +206,20 @@ def fit(
     for epoch, (values, is_best) in enumerate(history):
         on_epoch_end(epoch, values, is_best)
 
+    model = distributed.wrap(decoder, device)  # DDP: gradients shared among the ranks (the decoder when alone)
+    rank, world_size, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     for epoch in range(len(history), params.epochs):
         learning_rate = optimizer.param_groups[0]["lr"]
-        batches = iterate_batches(train, store, params.batch_size, rng, device)
-        with tqdm(total=len(train.lengths), unit="cap", desc=f"epoch {epoch + 1}/{params.epochs}") as progress:
+        batches = iterate_batches(train, store, params.batch_size, rng, device, rank, world_size)
+        description = f"epoch {epoch + 1}/{params.epochs}"
+        with tqdm(total=len(train.lengths), unit="cap", desc=description, disable=not main) as progress:
             values = {
                 "lr": learning_rate,
-                **train_epoch(decoder, optimizer, batches, params, device, precision, progress),
+                **train_epoch(model, optimizer, batches, params, device, precision, progress),
             }
         scheduler.step()
-        scores = validate(decoder, store, val, vocabulary, device, scorer, params.val_max_len)
+        scores = validate(decoder, store, val, vocabulary, device, scorer, params.val_max_len) if main else None
+        scores = distributed.broadcast(scores)  # DDP: rank 0 validates, the others take its scores
         values.update({f"val_{k}": v for k, v in scores.items()})
         if params.select_by not in scores:
             raise CaptioningError(
@@ -205,7 +239,7 @@ def fit(
         )
         history.append((values, is_best))
         on_epoch_end(epoch, values, is_best)
-        if resume_path:
+        if resume_path and main:
             save_training_state(resume_path, run_key, decoder, optimizer, scheduler, rng, history, best, best_state)
     decoder.load_state_dict(best_state)
     return best

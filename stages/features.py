@@ -1,20 +1,25 @@
-"""Stage `features`: every image of the caption table through the frozen ResNet50, into HDF5."""
+"""Stage `features`: every image of the caption table through the frozen ResNet50, into HDF5 (resumable parts)."""
 
 import argparse
+import dataclasses
+from functools import partial
 from pathlib import Path
 
 from captioning.cli import log, run
 from captioning.data.table import read_table
 from captioning.device import resolve_precision, select_device
 from captioning.features.encoder import build_encoder
-from captioning.features.extract import encoder_fingerprint, extract_features
-from captioning.io import atomic_path
+from captioning.features.extract import encoder_fingerprint
+from captioning.features.parts import extract_in_parts
+from captioning.io import run_fingerprint
 from captioning.params import load_params
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--table", type=Path, default=Path("data/dataset.json"))
     parser.add_argument("--output", type=Path, default=Path("data/features.h5"))
+    parser.add_argument("--scratch", type=Path, default=Path("scratch/features"), help="resumable parts, not an output")
     args = parser.parse_args()
     params = load_params("features")
     on_bad_image = load_params("data").on_bad_image
@@ -22,7 +27,8 @@ def main() -> None:
     table = read_table(args.table)
     device = select_device()
     precision = resolve_precision(params.precision, device)
-    encoder = build_encoder(params.weights, params.seed, params.imagenet_variant)
+    make_encoder = partial(build_encoder, params.weights, params.seed, params.imagenet_variant)
+    encoder = make_encoder()
     recipe = {
         "weights": params.weights,
         "imagenet_variant": params.imagenet_variant,
@@ -32,24 +38,35 @@ def main() -> None:
         "encoder_fingerprint": encoder_fingerprint(encoder),
     }
     log.info("ResNet50 (%s weights) on %s, %s, batch %d", params.weights, device, precision, params.batch_size)
-    with atomic_path(args.output) as temporary:
-        report = extract_features(
-            encoder,
-            table.image_root,
-            [record.image for record in table.images],
-            temporary,
-            image_size=params.image_size,
-            batch_size=params.batch_size,
-            precision=precision,
-            device=device,
-            num_workers=params.num_workers,
-            on_bad_image=on_bad_image,
-            attrs=recipe,
-        )
+    del encoder  # each extracting process builds its own
+    # nproc and num_workers change who computes the parts, not what they hold: a rerun may change them
+    content = dataclasses.replace(params, nproc=1, num_workers=0)
+    run_key = run_fingerprint([content, recipe, on_bad_image], [args.table])
+    report = extract_in_parts(
+        make_encoder,
+        table.image_root,
+        [record.image for record in table.images],
+        args.output,
+        args.scratch,
+        run_key,
+        chunk_size=params.chunk_size,
+        nproc=params.nproc,
+        device=device,
+        attrs=recipe,
+        image_size=params.image_size,
+        batch_size=params.batch_size,
+        precision=precision,
+        num_workers=params.num_workers,
+        on_bad_image=on_bad_image,
+    )
     log.info(
         "%d images in %.0f s (%.1f images/s), %d skipped",
-        report.written, report.seconds, report.images_per_second, len(report.skipped),
+        report.written,
+        report.seconds,
+        report.images_per_second,
+        len(report.skipped),
     )
+
 
 if __name__ == "__main__":
     run(main)

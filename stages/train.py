@@ -1,16 +1,19 @@
 """Stage `train`: the attention decoder on the precomputed features; keeps the best epoch's model."""
 
 import argparse
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from dvclive import Live
 
+from captioning import distributed
 from captioning.checkpoint import save_model
 from captioning.cli import log, run
 from captioning.data.table import read_table
-from captioning.device import resolve_precision, select_device
+from captioning.device import resolve_precision
 from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
 from captioning.io import run_fingerprint
@@ -34,6 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     params, model_params = load_params("train"), load_params("model")
     finetune = load_params("embeddings").finetune
+    if params.world_size > 1 and not distributed.under_torchrun():
+        distributed.relaunch_with_torchrun(params, "stages.train", sys.argv[1:])  # does not return
+    world = distributed.setup()  # rank, world size and device; a world of one without torchrun
 
     torch.manual_seed(params.seed)
     table, vocabulary = read_table(args.table), Vocabulary.load(args.vocab)
@@ -51,21 +57,31 @@ def main() -> None:
         dropout=model_params.dropout,
         attention=model_params.attention,
     )
-    device = select_device()
+    device = world.device
     precision = resolve_precision(params.precision, device)
     decoder = CaptionDecoder(config)
     decoder.load_embeddings(embeddings, finetune)
     decoder.set_feature_statistics(*feature_statistics(store, np.unique(train.feature_rows), seed=params.seed))
     decoder.to(device)
     log.info(
-        "training on %d captions, %d validation images, %s, %s", len(train.lengths), len(val.names), device, precision
+        "training on %d captions, %d validation images, %s, %s, %d process(es)",
+        len(train.lengths),
+        len(val.names),
+        device,
+        precision,
+        world.size,
     )
 
     inputs = [args.table, args.vocab, args.encoded, args.features, args.embeddings]
     run_key = run_fingerprint([params, model_params, finetune], inputs)
-    with Live(str(args.live), dvcyaml=False, save_dvc_exp=False, report=None) as live, CaptionScorer() as scorer:
+    # Only rank 0 validates, logs and writes: the other ranks get None for both.
+    logger = Live(str(args.live), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main else nullcontext()
+    scoring = CaptionScorer() if world.is_main else nullcontext()
+    with logger as live, scoring as scorer:
 
         def on_epoch_end(epoch: int, values: dict, is_best: bool) -> None:
+            if live is None:
+                return
             for key, value in values.items():
                 live.log_metric(key, value)
             live.next_step()
@@ -84,9 +100,13 @@ def main() -> None:
             resume_path=args.scratch / "state.pt",
             run_key=run_key,
         )
-        live.summary["best_epoch"] = best["epoch"]
-        live.summary[f"best_val_{params.select_by}"] = best[params.select_by]
-        live.make_summary()
+        if live is not None:
+            live.summary["best_epoch"] = best["epoch"]
+            live.summary[f"best_val_{params.select_by}"] = best[params.select_by]
+            live.make_summary()
+    distributed.teardown()
+    if not world.is_main:
+        return
     save_model(
         args.model,
         decoder,

@@ -1,0 +1,169 @@
+"""Resumable and parallel feature extraction: the image list in fixed-size parts, merged at the end.
+
+Each chunk of `chunk_size` images is extracted (extract_features) into its own HDF5 file in a scratch
+folder named by the run key, through atomic_path, so a part either exists whole or not at all. A run
+killed part-way leaves its finished parts; a rerun with the same key (same params, encoder and table)
+extracts only the missing ones. The parts may be shared among several processes (process p takes every
+nproc-th missing part; one GPU each where there are GPUs). The merge copies them, one part at a time and
+in image order, into the one output file, so the output is the same whatever the number of processes or
+interruptions. The scratch folder is not a DVC output: it is deleted once the output is in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import h5py
+import torch
+
+from captioning.errors import CaptioningError
+from captioning.features.encoder import FrozenEncoder
+from captioning.features.extract import ExtractionReport, extract_features
+from captioning.features.store import FEATURES, NAMES, SKIPPED, FeatureWriter
+from captioning.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 256  # images per part: the work a kill -9 can lose, and the unit shared among processes
+CPU = torch.device("cpu")
+
+
+def part_paths(folder: Path, images: int, chunk_size: int) -> list[Path]:
+    return [folder / f"part-{i:05d}.h5" for i in range((images + chunk_size - 1) // chunk_size)]
+
+
+def extract_in_parts(
+    make_encoder: Callable[[], FrozenEncoder],
+    image_root: Path,
+    names: list[str],
+    output: Path,
+    scratch: Path,
+    run_key: str,
+    *,
+    chunk_size: int = CHUNK_SIZE,
+    nproc: int = 1,
+    device: torch.device = CPU,
+    attrs: dict | None = None,
+    **options,
+) -> ExtractionReport:
+    """Features of `names` (in that order) into `output`, through parts in `scratch`/`run_key`.
+
+    `make_encoder` builds the encoder in each process that needs one (it must pickle when nproc > 1);
+    `options` go to extract_features (image_size, batch_size, precision, num_workers, on_bad_image).
+    """
+    if not names:
+        raise CaptioningError("the caption table lists no images: nothing to extract (rerun the data stage)")
+    start = time.perf_counter()
+    folder = scratch / run_key
+    _remove_other_runs(scratch, keep=folder)
+    chunks = [names[i : i + chunk_size] for i in range(0, len(names), chunk_size)]
+    paths = part_paths(folder, len(names), chunk_size)
+    missing = [i for i, path in enumerate(paths) if not _readable(path)]
+    if len(missing) < len(paths):
+        log.info("reusing %d of %d finished parts in %s", len(paths) - len(missing), len(paths), folder)
+    work = [(chunks[i], paths[i]) for i in missing]
+    nproc = max(1, min(nproc, len(work)))
+    if nproc == 1:
+        _extract_parts(make_encoder, image_root, work, device, options)
+    else:
+        _extract_in_processes(make_encoder, image_root, work, nproc, device, options)
+
+    with atomic_path(output) as temporary:
+        report = merge_parts(paths, temporary, capacity=len(names), attrs=attrs)
+    shutil.rmtree(folder)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def merge_parts(paths: list[Path], output: Path, capacity: int, attrs: dict | None) -> ExtractionReport:
+    """Copy the parts in order into one new features file, one part in memory at a time."""
+    with h5py.File(paths[0], "r") as first:
+        _, regions, dim = first[FEATURES].shape
+    writer = FeatureWriter(output, capacity, regions, dim, attrs)
+    report = ExtractionReport()
+    try:
+        for path in paths:
+            with h5py.File(path, "r") as part:
+                if len(part[NAMES]):
+                    writer.append(list(part[NAMES].asstr()[:]), part[FEATURES][:])
+                report.skipped += list(part[SKIPPED].asstr()[:])
+    finally:
+        writer.close(report.skipped)
+    report.written = writer.count
+    return report
+
+
+def _extract_parts(
+    make_encoder: Callable[[], FrozenEncoder],
+    image_root: Path,
+    work: list[tuple[list[str], Path]],
+    device: torch.device,
+    options: dict,
+) -> None:
+    encoder = make_encoder()
+    for names, path in work:
+        with atomic_path(path) as temporary:
+            extract_features(encoder, image_root, names, temporary, device=device, **options)
+        log.info("wrote %s (%d images)", path, len(names))
+
+
+def _extract_in_processes(make_encoder, image_root, work, nproc: int, device: torch.device, options: dict) -> None:
+    """Process p extracts parts p::nproc, on GPU p (modulo the GPUs present) or on cores // nproc threads."""
+    threads = max(1, torch.get_num_threads() // nproc)
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    each = f"{gpus} GPUs" if gpus else f"{threads} threads each"
+    log.info("extracting %d parts in %d processes (%s)", len(work), nproc, each)
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in forked children
+    with ProcessPoolExecutor(nproc, mp_context=context, initializer=_start_worker, initargs=(threads,)) as pool:
+        futures = [
+            pool.submit(
+                _extract_parts,
+                make_encoder,
+                image_root,
+                work[p::nproc],
+                torch.device("cuda", p % gpus) if gpus else device,
+                options,
+            )
+            for p in range(nproc)
+        ]
+        for future in futures:
+            future.result()  # re-raises a worker's error (e.g. a bad image under on_bad_image: error)
+
+
+def _start_worker(threads: int) -> None:
+    from captioning.cli import setup_logging
+
+    setup_logging()
+    torch.set_num_threads(threads)
+    with contextlib.suppress(Exception):  # Linux: die with the stage (kill -9) instead of running on orphaned
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _readable(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as part:
+            return {FEATURES, NAMES, SKIPPED} <= set(part)
+    except OSError:
+        log.warning("extracting %s again: the file is unreadable", path)
+        return False
+
+
+def _remove_other_runs(scratch: Path, keep: Path) -> None:
+    """Parts of another configuration or other inputs can never be reused by this one: free their space."""
+    if not scratch.is_dir():
+        return
+    for folder in scratch.iterdir():
+        if folder != keep and folder.is_dir():
+            log.info("removing %s: parts of another configuration or other inputs", folder)
+            shutil.rmtree(folder, ignore_errors=True)
