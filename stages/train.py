@@ -14,6 +14,7 @@ from captioning.checkpoint import save_model
 from captioning.cli import log, run
 from captioning.data.table import read_table
 from captioning.device import resolve_precision
+from captioning.errors import CaptioningError
 from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
 from captioning.io import run_fingerprint
@@ -48,6 +49,11 @@ def main() -> None:
     val = EvaluationImages.from_split(table, store, "val")
 
     embeddings = torch.from_numpy(np.load(args.embeddings))
+    if embeddings.shape[0] != len(vocabulary):
+        raise CaptioningError(
+            f"{args.embeddings} has {embeddings.shape[0]} rows but {args.vocab} has {len(vocabulary)} words: "
+            "it was built for another vocabulary; rerun the embeddings stage (dvc repro embeddings)"
+        )
     config = DecoderConfig(
         vocab_size=len(vocabulary),
         embed_dim=embeddings.shape[1],

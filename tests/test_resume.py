@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tiny_repo import TINY, copy_project, run, write_params
@@ -87,3 +88,18 @@ def test_training_ignores_state_saved_for_another_configuration(prepared: Path):
         write_params(prepared, {"train": {"lr": 0.001}})
     output = result.stdout + result.stderr
     assert "resuming" not in output and "another configuration" in output
+
+
+@pytest.mark.slow
+def test_embeddings_for_another_vocabulary_are_refused_naming_both_files(prepared: Path):
+    embeddings = prepared / "data/embeddings.npy"
+    original = embeddings.read_bytes()
+    matrix = np.load(embeddings)
+    np.save(embeddings, matrix[:-1])
+    try:
+        result = run([sys.executable, "-m", "stages.train"], prepared, check=False)
+    finally:
+        embeddings.write_bytes(original)
+    assert result.returncode == 1
+    assert "error: data/embeddings.npy has" in result.stderr and "data/vocab.json has" in result.stderr
+    assert "Traceback" not in result.stderr
