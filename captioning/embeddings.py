@@ -31,7 +31,14 @@ def train_word2vec(sentences: list[list[str]], dim: int, window: int, epochs: in
     from gensim.models import Word2Vec
 
     model = Word2Vec(
-        sentences, vector_size=dim, window=window, min_count=1, workers=1, seed=seed, epochs=epochs, sg=1,
+        sentences,
+        vector_size=dim,
+        window=window,
+        min_count=1,
+        workers=1,
+        seed=seed,
+        epochs=epochs,
+        sg=1,
         hashfxn=_stable_hash,
     )
     return model.wv

@@ -117,8 +117,7 @@ def describe(objects: list[SceneObject], rng: random.Random | None = None) -> st
         if len(order) > 1 and rng.random() < 0.3:
             order.reverse()
     phrases = [
-        f"a {SIZES[o.size][variant]} {o.color} {o.shape} {POSITION_PHRASES[(o.row, o.column)][variant]}"
-        for o in order
+        f"a {SIZES[o.size][variant]} {o.color} {o.shape} {POSITION_PHRASES[(o.row, o.column)][variant]}" for o in order
     ]
     return prefix + " and ".join(phrases)
 

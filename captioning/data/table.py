@@ -107,7 +107,5 @@ def read_table(path: str | Path) -> CaptionTable:
         if raw["image"] in seen:
             raise CaptioningError(f"{where}: image {raw['image']} is listed twice")
         seen.add(raw["image"])
-        table.images.append(
-            ImageRecord(raw["image"], raw["split"], captions, raw.get("tokens"), raw.get("objects"))
-        )
+        table.images.append(ImageRecord(raw["image"], raw["split"], captions, raw.get("tokens"), raw.get("objects")))
     return table

@@ -29,8 +29,11 @@ class FeatureWriter:
         self.path = Path(path)
         self.file = h5py.File(self.path, "w")
         self.features = self.file.create_dataset(
-            FEATURES, shape=(capacity, regions, dim), maxshape=(None, regions, dim),
-            dtype=np.float16, chunks=(1, regions, dim),
+            FEATURES,
+            shape=(capacity, regions, dim),
+            maxshape=(None, regions, dim),
+            dtype=np.float16,
+            chunks=(1, regions, dim),
         )
         self.names = self.file.create_dataset(NAMES, shape=(capacity,), maxshape=(None,), dtype=h5py.string_dtype())
         self.count = 0
