@@ -63,41 +63,80 @@ def beam_search(
     A beam that emits <end> keeps its score and stays in the beam (it continues with <end> at no
     cost). The search stops when every beam has ended, or after max_len steps; the best beam of each
     image is the one with the highest score / length ** length_penalty, ended or not.
+
+    Speed without changing the result: the K beams of an image share its encoded tensors (one row
+    per image, see CaptionDecoder.step) instead of K copies, and an image whose beams have all ended
+    is settled at once (what further steps would do to it cannot change its result) and its rows
+    leave the batch, so the batch runs only as long as its slowest images need.
     """
-    batch, k = features.shape[0], beam_size
-    device = features.device
-    encoded = decoder.encode(features)
+    batch, k, device = features.shape[0], beam_size, features.device
+    encoded = decoder.encode(features)  # one row per image, shared by its K beams
     hidden, cell = decoder.initial_state(encoded)
-    rows = torch.arange(batch, device=device).repeat_interleave(k)
-    encoded, state = encoded.select(rows), (hidden[rows], cell[rows])
+    state = (hidden.repeat_interleave(k, dim=0), cell.repeat_interleave(k, dim=0))
+    images = torch.arange(batch, device=device)  # which image each remaining row of `encoded` is
     scores = torch.zeros(batch, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
     words = torch.full((batch * k,), start, dtype=torch.long, device=device)
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch * k, device=device)
-    history = torch.zeros(batch * k, 0, dtype=torch.long, device=device)
-    weight_history = None  # (B*K, t, N): N = what the context module weighs (49 regions, or 1 vector)
-    image_offsets = (torch.arange(batch, device=device) * k).unsqueeze(1)  # (B, 1)
-    for _ in range(max_len):
+    trail = []  # per step: (words, source rows, weights, rows kept after the step or None)
+    settled_step = torch.full((batch,), -1, dtype=torch.long, device=device)
+    settled_row = torch.zeros(batch, dtype=torch.long, device=device)  # the chosen beam's row at that step
+    ended = None  # what a finished beam may continue with: <end> at no cost, nothing else
+    for step in range(max_len):
         logits, state, weights = decoder.step(words, state, encoded)
         log_probs = torch.log_softmax(logits.float(), dim=1)  # (B*K, V)
         vocab = log_probs.shape[1]
-        log_probs[finished] = float("-inf")
-        log_probs[finished, end] = 0.0
-        candidates = (scores.view(-1, 1) + log_probs).view(batch, k * vocab)
+        if ended is None:
+            ended = torch.full((vocab,), float("-inf"), device=device)
+            ended[end] = 0.0
+        log_probs = torch.where(finished.unsqueeze(1), ended, log_probs)
+        candidates = (scores.view(-1, 1) + log_probs).view(-1, k * vocab)
         scores, best = candidates.topk(k, dim=1)  # (B, K)
-        source = (image_offsets + torch.div(best, vocab, rounding_mode="floor")).view(-1)  # (B*K,)
+        offsets = torch.arange(0, best.shape[0] * k, k, device=device).unsqueeze(1)  # (B, 1)
+        source = (offsets + torch.div(best, vocab, rounding_mode="floor")).view(-1)  # (B*K,)
         words = (best % vocab).view(-1)
-        history = torch.cat([history[source], words.unsqueeze(1)], dim=1)
-        step_weights = weights.float()[source].unsqueeze(1)
-        weight_history = (
-            step_weights if weight_history is None else torch.cat([weight_history[source], step_weights], 1)
-        )
         lengths = lengths[source] + (~finished[source]).float()
         finished = finished[source] | (words == end)
         state = (state[0][source], state[1][source])
-        if bool(finished.all()):
+        trail.append([words, source, weights, None])
+        done = finished.view(-1, k).all(dim=1) if step < max_len - 1 else torch.ones_like(images, dtype=torch.bool)
+        if not bool(done.any()):
+            continue
+        normalised = scores / lengths.view(-1, k).clamp(min=1).pow(length_penalty)
+        chosen = offsets.view(-1) + normalised.argmax(dim=1)  # (B,)
+        settled_step[images[done]] = step
+        settled_row[images[done]] = chosen[done]
+        if bool(done.all()):
             break
-    normalised = scores.view(-1) / lengths.clamp(min=1).pow(length_penalty)
-    chosen = image_offsets.view(-1) + normalised.view(batch, k).argmax(dim=1)
-    return _trim(history[chosen], weight_history[chosen], end)
+        remaining = (~done).nonzero().squeeze(1)
+        rows = (remaining.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
+        trail[-1][3] = rows
+        images, encoded, scores = images[remaining], encoded.select(remaining), scores[remaining]
+        words, finished, lengths = words[rows], finished[rows], lengths[rows]
+        state = (state[0][rows], state[1][rows])
+    if not trail:  # max_len 0
+        return Decoded([[] for _ in range(batch)], [np.zeros((0, encoded.keys.shape[1]), np.float32)] * batch)
+    return _trim(*_backtrack(trail, settled_step, settled_row), end)
+
+
+def _backtrack(trail: list, settled_step: torch.Tensor, settled_row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's chosen beam, followed back from the step it was settled at: tokens (B, T), weights (B, T, N)."""
+    batch, steps = settled_step.shape[0], len(trail)
+    regions = trail[0][2].shape[1]
+    tokens = torch.zeros(batch, steps, dtype=torch.long, device=settled_step.device)
+    weights = torch.zeros(batch, steps, regions, device=settled_step.device)
+    following = torch.zeros(batch, dtype=torch.bool, device=settled_step.device)
+    rows = settled_row.clone()
+    for step in range(steps - 1, -1, -1):
+        step_words, source, step_weights, kept = trail[step]
+        if kept is not None:  # rows after this step's compaction -> rows of this step
+            rows[following] = kept[rows[following]]
+        joining = settled_step == step
+        rows[joining] = settled_row[joining]
+        following |= joining
+        images = following.nonzero().squeeze(1)
+        tokens[images, step] = step_words[rows[images]]
+        rows[images] = source[rows[images]]
+        weights[images, step] = step_weights[rows[images]].float()
+    return tokens, weights

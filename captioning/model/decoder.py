@@ -10,6 +10,11 @@ so W_z (beta sum_i alpha_i v_i) = beta sum_i alpha_i (W_z v_i). W_z v_i is compu
 (like W_f f_i in the attention), which turns the largest matmul of every step into a (B, 49) x
 (49, 4H) mix. Likewise the embedding half of the input weights runs once over the whole caption.
 `reference_step` computes the same step the direct way; the tests check both agree.
+
+Precomputing W_z v_i pays when a row of the per-image tensors serves many steps: beam search's K
+beams share one image's rows (see `step`), K x T mixes per image against 49 precomputed rows.
+Teacher forcing runs one row per caption for only T (< 49) steps, so `forward` applies W_z after
+mixing, to the context, as reference_step does, together with W_hh in one matmul per step.
 """
 
 from __future__ import annotations
@@ -38,7 +43,11 @@ class DecoderConfig:
 
 
 class EncodedImages(NamedTuple):
-    """Per-image tensors computed once before the time loop; rows are sliced or repeated together."""
+    """Per-image tensors computed once before the time loop; rows are sliced or repeated together.
+
+    `step` also accepts K state rows per image row (rows b*K .. b*K+K-1 belong to image b), so the
+    K beams of an image share its tensors instead of K copies of them.
+    """
 
     features: torch.Tensor  # (B, R, F) standardised region features
     keys: torch.Tensor  # what the context module scores, e.g. W_f f: (B, R, A)
@@ -46,7 +55,8 @@ class EncodedImages(NamedTuple):
     value_gates: torch.Tensor  # W_z v for each value: (B, N, 4H)
 
     def select(self, rows: torch.Tensor | slice) -> EncodedImages:
-        return EncodedImages(*(tensor[rows] for tensor in self))
+        selected: dict[int, torch.Tensor] = {}  # a tensor in two fields (values may be the features) is copied once
+        return EncodedImages(*(selected.setdefault(id(tensor), tensor[rows]) for tensor in self))
 
 
 class CaptionDecoder(nn.Module):
@@ -75,26 +85,38 @@ class CaptionDecoder(nn.Module):
         self.embedding.weight.data.copy_(matrix)
         self.embedding.weight.requires_grad_(finetune)
 
-    # The LSTM's input weights, split into the columns that see the word and those that see the context.
-    def _word_weights(self) -> torch.Tensor:
-        return self.lstm.weight_ih[:, : self.config.embed_dim]
+    def _input_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LSTM's input weights split into the columns that see the word and those that see the context.
 
-    def _context_weights(self) -> torch.Tensor:
-        return self.lstm.weight_ih[:, self.config.embed_dim :]
+        One split rather than two slices: its backward writes both gradients into one new tensor,
+        where each slice's backward would zero-fill a full-size one.
+        """
+        return self.lstm.weight_ih.split([self.config.embed_dim, self.context.context_dim], dim=1)
+
+    def _standardise(self, features: torch.Tensor) -> torch.Tensor:
+        # (f.float() - mean) / std on one new (B, R, F) buffer, in place, rather than three.
+        dtype = torch.promote_types(torch.float32, self.feature_mean.dtype)
+        return features.to(dtype, copy=True).sub_(self.feature_mean).div_(self.feature_std)
 
     def encode(self, features: torch.Tensor) -> EncodedImages:
-        features = (features.float() - self.feature_mean) / self.feature_std  # (B, R, F)
+        features = self._standardise(features)
         keys, values = self.context.prepare(features)
-        value_gates = values @ self._context_weights().t()  # (B, N, 4H)
+        value_gates = values @ self._input_weights()[1].t()  # (B, N, 4H)
         return EncodedImages(features, keys, values, value_gates)
 
     def initial_state(self, encoded: EncodedImages) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = encoded.features.mean(dim=1)  # (B, F)
+        return self._initial_state(encoded.features)
+
+    def _initial_state(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = features.mean(dim=1)  # (B, F)
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))
 
     def word_gates(self, words: torch.Tensor) -> torch.Tensor:
         """The word's share of the LSTM gates, with both biases: (...,) ids -> (..., 4H)."""
-        return self.embedding(words) @ self._word_weights().t() + self.lstm.bias_ih + self.lstm.bias_hh
+        return self._word_gates(words, self._input_weights()[0])
+
+    def _word_gates(self, words: torch.Tensor, word_weights: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(self.embedding(words), word_weights, self.lstm.bias_ih + self.lstm.bias_hh)
 
     def _advance(
         self, word_gates: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], encoded: EncodedImages
@@ -102,17 +124,17 @@ class CaptionDecoder(nn.Module):
         hidden, cell = state
         weights = self.context(encoded.keys, hidden)  # (B, N)
         beta = torch.sigmoid(self.gate(hidden))  # (B, 1)
-        context_gates = torch.bmm(weights.unsqueeze(1).to(encoded.value_gates.dtype), encoded.value_gates).squeeze(1)
-        gates = word_gates + beta * context_gates + hidden @ self.lstm.weight_hh.t()  # (B, 4H), order i f g o
-        in_gate, forget_gate, candidate, out_gate = gates.chunk(4, dim=1)
-        cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(in_gate) * torch.tanh(candidate)
-        hidden = torch.sigmoid(out_gate) * torch.tanh(cell)
-        return (hidden, cell), weights
+        context_gates = _mix(beta * weights, encoded.value_gates)  # beta * W_z context: (B, 4H)
+        gates = torch.addmm(word_gates, hidden, self.lstm.weight_hh.t()) + context_gates  # (B, 4H), order i f g o
+        return _lstm_cell(gates, cell), weights
 
     def step(
         self, words: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], encoded: EncodedImages
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """One decoding step: previous words (B,) -> logits (B, V), new state, context weights (B, N)."""
+        """One decoding step: previous words (B,) -> logits (B, V), new state, context weights (B, N).
+
+        `encoded` has one row per state row, or one row per K consecutive state rows (beams of an image).
+        """
         state, weights = self._advance(self.word_gates(words), state, encoded)
         return self.output(self.dropout(state[0])), state, weights
 
@@ -122,7 +144,7 @@ class CaptionDecoder(nn.Module):
         """`step` computed literally: nn.LSTMCell on [embedding; beta * context]. For tests and benchmarks."""
         hidden, _ = state
         weights = self.context(encoded.keys, hidden)
-        context = torch.bmm(weights.unsqueeze(1), encoded.values).squeeze(1)  # (B, C)
+        context = _mix(weights, encoded.values)  # (B, C)
         beta = torch.sigmoid(self.gate(hidden))
         state = self.lstm(torch.cat([self.embedding(words), beta * context], dim=1), state)
         return self.output(self.dropout(state[0])), state, weights
@@ -135,21 +157,99 @@ class CaptionDecoder(nn.Module):
         Returns the logits of every real target token (N, V), those targets (N,), and the context
         weights summed over each caption's steps (B, N) for the doubly stochastic regulariser.
         """
-        encoded = self.encode(features)
-        state = self.initial_state(encoded)
-        word_gates = self.word_gates(captions)  # (B, T, 4H), all steps at once
+        features = self._standardise(features)
+        keys, values = self.context.prepare(features)
+        hidden, cell = self._initial_state(features)
         steps = lengths - 1  # predict words 1..L-1 from words 0..L-2
         batch_sizes = (steps.unsqueeze(0) > torch.arange(int(steps.max()), device=steps.device).unsqueeze(1)).sum(1)
+        # The LSTM weights cast once for all steps (autocast would cast these non-leaf views at every
+        # step), W_ih whole so that its gradient is cast back in one piece.
+        word_weights, context_weights = _for_matmul(self.lstm.weight_ih).split(
+            [self.config.embed_dim, self.context.context_dim], dim=1
+        )
+        # The word's share of the gates for every step at once, time-major so that each step takes a
+        # whole (B, 4H) tensor: its backward is one stack, not a full-size zero fill per step.
+        word_gates = self._word_gates(captions[:, : len(batch_sizes)].t(), word_weights).unbind(0)  # T x (B, 4H)
+        # W_z and W_hh side by side, applied to [beta * context; h] in one product per step.
+        recurrent_weights = torch.cat([context_weights, _for_matmul(self.lstm.weight_hh)], dim=1).t()  # (C+H, 4H)
+        tape = _RecurrentProduct.Tape()
         hiddens, targets, weight_sums = [], [], 0.0
         for t, active in enumerate(batch_sizes.tolist()):  # the active rows shrink as captions end
-            if active < state[0].shape[0]:
+            if active < hidden.shape[0]:
                 # Only when some caption has ended: every slice of the per-image tensors costs a
                 # full-size gradient buffer in backward (length-bucketed batches rarely need one).
-                state = (state[0][:active], state[1][:active])
-                encoded = encoded.select(slice(0, active))
-            state, weights = self._advance(word_gates[:active, t], state, encoded)
-            hiddens.append(state[0])
+                hidden, cell, keys, values = hidden[:active], cell[:active], keys[:active], values[:active]
+            weights = self.context(keys, hidden)  # (b, N)
+            beta = torch.sigmoid(self.gate(hidden))  # (b, 1)
+            gated_context = _mix(beta * weights, values)  # beta * context: (b, C)
+            recurrent_input = torch.cat([gated_context, hidden], dim=1).to(recurrent_weights.dtype)  # (b, C+H)
+            recurrent = _RecurrentProduct.apply(recurrent_input, recurrent_weights, tape)  # (b, 4H)
+            hidden, cell = _lstm_cell(word_gates[t][:active] + recurrent, cell)
+            hiddens.append(hidden)
             targets.append(captions[:active, t + 1])
             weight_sums = weight_sums + nn.functional.pad(weights.float(), (0, 0, 0, features.shape[0] - active))
         logits = self.output(self.dropout(torch.cat(hiddens)))  # one matmul for all steps: (N, V)
         return logits, torch.cat(targets), weight_sums
+
+
+class _RecurrentProduct(torch.autograd.Function):
+    """inputs_t @ weight at step t of the loop, with weight's gradient over all steps in one product.
+
+    Autograd would form inputs_t^T grad_t at every step, a thin (C+H, b) x (b, 4H) product, and add
+    it into a (C+H, 4H) sum each time. Here every step's backward records (inputs_t, grad_t) on the
+    tape shared by the loop, and the first step's, which runs last (every later step depends on it),
+    returns them all as one X^T G.
+    """
+
+    class Tape:
+        def __init__(self):
+            self.steps, self.inputs, self.grads = 0, [], []
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, weight: torch.Tensor, tape: _RecurrentProduct.Tape) -> torch.Tensor:
+        ctx.save_for_backward(inputs, weight)
+        ctx.tape, ctx.first = tape, tape.steps == 0
+        tape.steps += 1
+        return inputs @ weight
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        inputs, weight = ctx.saved_tensors
+        tape, weight_grad = ctx.tape, None
+        if ctx.needs_input_grad[1]:
+            tape.inputs.append(inputs)
+            tape.grads.append(grad)
+            if ctx.first:
+                weight_grad = torch.cat(tape.inputs).t() @ torch.cat(tape.grads)
+                tape.inputs, tape.grads = [], []
+        inputs_grad = grad @ weight.t() if ctx.needs_input_grad[0] else None
+        return inputs_grad, weight_grad, None
+
+
+def _mix(weights: torch.Tensor, per_image: torch.Tensor) -> torch.Tensor:
+    """sum_n weights[r, n] * per_image[image of r, n]: (K * B, N) x (B, N, D) -> (K * B, D).
+
+    In per_image's dtype even under autocast: a one-row product per image is memory-bound, and bf16
+    would only add a cast of per_image (and is slower on CPU at this shape).
+    """
+    images, regions, _ = per_image.shape
+    grouped = weights.reshape(images, -1, regions).to(per_image.dtype)  # (B, K, N)
+    if not torch.is_autocast_enabled(per_image.device.type):
+        return torch.bmm(grouped, per_image).view(weights.shape[0], -1)
+    with torch.autocast(per_image.device.type, enabled=False):
+        return torch.bmm(grouped, per_image).view(weights.shape[0], -1)
+
+
+def _lstm_cell(gates: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.LSTMCell's update from its pre-activations (B, 4H), gates in PyTorch's order i f g o."""
+    in_gate, forget_gate, candidate, out_gate = gates.chunk(4, dim=1)
+    cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(in_gate) * torch.tanh(candidate)
+    return torch.sigmoid(out_gate) * torch.tanh(cell), cell
+
+
+def _for_matmul(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor in the dtype autocast would give it for a matmul (unchanged without autocast)."""
+    device = tensor.device.type
+    if torch.is_autocast_enabled(device):
+        return tensor.to(torch.get_autocast_dtype(device))
+    return tensor
