@@ -7,52 +7,22 @@ the second runs to its end, then the stage is resumed (SIGCONT) and the first ru
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-import yaml
+from tiny_repo import copy_project, environment, run, write_params
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = {"data": {"num_train": 40, "num_val": 6, "num_test": 6, "image_size": 64}}
+TINY_DATA = {"data": {"num_train": 40, "num_val": 6, "num_test": 6, "image_size": 64}}
 TARGET = "vocab"  # data -> vocab: two real stages, no torch, a few seconds
 
 
-def environment() -> dict[str, str]:
-    return dict(
-        os.environ,
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        TQDM_DISABLE="1",
-        DVC_NO_ANALYTICS="1",
-    )
-
-
-def run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(command, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=600)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 def tiny_project(target: Path) -> None:
-    """The project as a fresh clone has it (tracked and not ignored files), tiny params, one git commit."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True
-    ).stdout.split()
-    for name in listed:
-        source = REPO / name
-        if source.is_file() and not name.startswith(("metrics/", "docs/")) and name != "dvc.lock":
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, target / name)
-    params = yaml.safe_load((target / "params.yaml").read_text())
-    for section, values in TINY.items():
-        params[section].update(values)
-    (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    """The project as a fresh clone has it, tiny params, one git commit."""
+    copy_project(target)
+    write_params(target, TINY_DATA)
     run(["git", "init", "-q"], target)
     run(["git", "config", "user.email", "test@example.com"], target)
     run(["git", "config", "user.name", "Concurrency Test"], target)

@@ -91,11 +91,11 @@ class FeatureStore:
         rows = np.asarray(rows)
         if self.in_memory is not None:
             return self.in_memory[rows]
-        order = np.argsort(rows)
-        unique, inverse = np.unique(rows[order], return_inverse=True)
-        block = self.dataset[unique]  # h5py wants increasing indices
-        result = np.empty((len(rows),) + block.shape[1:], dtype=block.dtype)
-        result[order] = block[inverse]
+        # One read per row: each row is one HDF5 chunk, and h5py's fancy indexing over scattered rows
+        # is ~100x slower (192 ms against 1.3 ms for a batch of 32, benchmarks/train_step.py).
+        result = np.empty((len(rows),) + self.dataset.shape[1:], dtype=self.dataset.dtype)
+        for position, row in enumerate(rows.tolist()):
+            self.dataset.read_direct(result, np.s_[row], np.s_[position])
         return result
 
     def rows_for(self, names: list[str], table_path: str | Path = "the caption table") -> np.ndarray:
