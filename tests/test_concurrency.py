@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tiny_repo import copy_project, environment, run, write_params
+from tiny_repo import commit_all, copy_project, environment, run, write_params
 
 TINY_DATA = {"data": {"num_train": 40, "num_val": 6, "num_test": 6, "image_size": 64}}
 TARGET = "vocab"  # data -> vocab: two real stages, no torch, a few seconds
@@ -23,11 +23,7 @@ def tiny_project(target: Path) -> None:
     """The project as a fresh clone has it, tiny params, one git commit."""
     copy_project(target)
     write_params(target, TINY_DATA)
-    run(["git", "init", "-q"], target)
-    run(["git", "config", "user.email", "test@example.com"], target)
-    run(["git", "config", "user.name", "Concurrency Test"], target)
-    run(["git", "add", "-A"], target)
-    run(["git", "commit", "-qm", "project"], target)
+    commit_all(target)
 
 
 def stage_write_locks(repo: Path) -> dict:

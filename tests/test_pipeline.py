@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tiny_repo import TINY, copy_project, run, write_params
+from tiny_repo import TINY, commit_all, copy_project, run, write_params
 
 UPSTREAM_STAGES = ("data", "vocab", "features", "embeddings")
 
@@ -16,14 +16,9 @@ def tiny_repo(tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("pipeline")
     copy_project(repo)
     write_params(repo, TINY)
-    run(["git", "init", "-q"], repo)
-    run(["git", "config", "user.email", "test@example.com"], repo)
-    run(["git", "config", "user.name", "Pipeline Test"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "project"], repo)  # as a clone has: DVCLive needs a commit
+    commit_all(repo)
     run(["dvc", "repro"], repo)
-    run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "tiny pipeline"], repo)
+    commit_all(repo, "tiny pipeline")
     return repo
 
 

@@ -57,3 +57,13 @@ def write_params(repo: Path, overrides: dict) -> None:
     for section, values in overrides.items():
         params[section].update(values)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def commit_all(repo: Path, message: str = "project") -> None:
+    """Make `repo` a git repository with everything committed, as a clone is (DVCLive needs a commit)."""
+    if not (repo / ".git").exists():
+        run(["git", "init", "-q"], repo)
+        run(["git", "config", "user.email", "test@example.com"], repo)
+        run(["git", "config", "user.name", "Captioning Tests"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", message], repo)
