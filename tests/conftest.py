@@ -24,6 +24,15 @@ def torch_single_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def one_thread_each():
+    """OMP_NUM_THREADS=1 for the stage processes a test starts (as torchrun sets per rank): small
+    convolutions on a busy 2-core machine run many times faster with one thread per process."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield
+
+
 @pytest.fixture
 def make_decoder() -> Callable[..., CaptionDecoder]:
     """A seeded tiny CaptionDecoder in eval mode, with non-trivial feature statistics."""

@@ -106,14 +106,6 @@ def test_bad_distributed_params_name_the_key(values, key):
 
 
 @pytest.fixture(scope="module")
-def one_thread_each():
-    """One thread per process, as torchrun sets for each rank: tiny tensors on busy cores."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        yield
-
-
-@pytest.fixture(scope="module")
 def tiny_repo(tmp_path_factory, one_thread_each) -> Path:
     repo = tmp_path_factory.mktemp("distributed")
     copy_project(repo)

@@ -18,15 +18,8 @@ import pytest
 from tiny_repo import TINY, copy_project, run, write_params
 
 CHUNK = 4  # 52 tiny images -> 13 parts, each long enough (128 x 128 pixels) to be caught between two parts
+pytestmark = pytest.mark.usefixtures("one_thread_each")
 PARAMS = {**TINY, "features": {**TINY["features"], "chunk_size": CHUNK, "image_size": 128}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread_each():
-    """Small convolutions on a busy machine: one thread per process is many times faster than several."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        yield
 
 
 @pytest.fixture(scope="module")
