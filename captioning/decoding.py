@@ -34,11 +34,13 @@ def greedy_decode(decoder: CaptionDecoder, features: torch.Tensor, start: int, e
     """The most probable word at every step, for a batch of images (B, R, F)."""
     encoded = decoder.encode(features)
     state = decoder.initial_state(encoded)
+    encoded = encoded.for_steps()
+    table = decoder.word_gate_table(lookups=features.shape[0] * max_len)
     words = torch.full((features.shape[0],), start, dtype=torch.long, device=features.device)
     finished = torch.zeros_like(words, dtype=torch.bool)
     history, weight_history = [], []
     for _ in range(max_len):
-        logits, state, weights = decoder.step(words, state, encoded)
+        logits, state, weights = decoder.step(words, state, encoded, table)
         words = torch.where(finished, torch.full_like(words, end), logits.argmax(dim=1))
         history.append(words)
         weight_history.append(weights)
@@ -65,18 +67,21 @@ def beam_search(
     image is the one with the highest score / length ** length_penalty, ended or not.
 
     Speed without changing the result: the K beams of an image share its encoded tensors (one row
-    per image, see CaptionDecoder.step) instead of K copies, and an image whose beams have all ended
-    is settled at once (what further steps would do to it cannot change its result) and its rows
-    leave the batch, so the batch runs only as long as its slowest images need.
+    per image, see CaptionDecoder.step) instead of K copies; an image whose beams have all ended is
+    settled at once (what further steps would do to it cannot change its result), and once a quarter
+    of the images in the batch are settled their rows leave it (each removal copies the per-image
+    tensors of the rest, so removing one image at a time would cost more than it saves).
     """
     batch, k, device = features.shape[0], beam_size, features.device
     encoded = decoder.encode(features)  # one row per image, shared by its K beams
-    hidden, cell = decoder.initial_state(encoded)
-    state = (hidden.repeat_interleave(k, dim=0), cell.repeat_interleave(k, dim=0))
+    state = decoder.initial_state(encoded)  # one row per image until the first step has run
+    encoded = encoded.for_steps()
+    table = decoder.word_gate_table(lookups=batch * k * max_len)
     images = torch.arange(batch, device=device)  # which image each remaining row of `encoded` is
+    settled = torch.zeros(batch, dtype=torch.bool, device=device)  # per remaining image
     scores = torch.zeros(batch, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
-    words = torch.full((batch * k,), start, dtype=torch.long, device=device)
+    words = torch.full((batch,), start, dtype=torch.long, device=device)
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch * k, device=device)
     trail = []  # per step: (words, source rows, weights, rows kept after the step or None)
@@ -84,7 +89,10 @@ def beam_search(
     settled_row = torch.zeros(batch, dtype=torch.long, device=device)  # the chosen beam's row at that step
     ended = None  # what a finished beam may continue with: <end> at no cost, nothing else
     for step in range(max_len):
-        logits, state, weights = decoder.step(words, state, encoded)
+        logits, state, weights = decoder.step(words, state, encoded, table)
+        if step == 0:  # the K beams of an image are still one: computed once, then copied
+            logits, weights = logits.repeat_interleave(k, dim=0), weights.repeat_interleave(k, dim=0)
+            state = (state[0].repeat_interleave(k, dim=0), state[1].repeat_interleave(k, dim=0))
         log_probs = torch.log_softmax(logits.float(), dim=1)  # (B*K, V)
         vocab = log_probs.shape[1]
         if ended is None:
@@ -100,19 +108,28 @@ def beam_search(
         finished = finished[source] | (words == end)
         state = (state[0][source], state[1][source])
         trail.append([words, source, weights, None])
-        done = finished.view(-1, k).all(dim=1) if step < max_len - 1 else torch.ones_like(images, dtype=torch.bool)
-        if not bool(done.any()):
+        done = finished.view(-1, k).all(dim=1) if step < max_len - 1 else torch.ones_like(settled)
+        newly = done & ~settled
+        if not bool(newly.any()):
             continue
         normalised = scores / lengths.view(-1, k).clamp(min=1).pow(length_penalty)
         chosen = offsets.view(-1) + normalised.argmax(dim=1)  # (B,)
-        settled_step[images[done]] = step
-        settled_row[images[done]] = chosen[done]
-        if bool(done.all()):
+        settled_step[images[newly]] = step
+        settled_row[images[newly]] = chosen[newly]
+        settled |= newly
+        if bool(settled.all()):
             break
-        remaining = (~done).nonzero().squeeze(1)
+        if 4 * int(settled.sum()) < len(settled):
+            continue
+        remaining = (~settled).nonzero().squeeze(1)
         rows = (remaining.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
         trail[-1][3] = rows
-        images, encoded, scores = images[remaining], encoded.select(remaining), scores[remaining]
+        images, encoded, scores, settled = (
+            images[remaining],
+            encoded.select(remaining),
+            scores[remaining],
+            settled[remaining],
+        )
         words, finished, lengths = words[rows], finished[rows], lengths[rows]
         state = (state[0][rows], state[1][rows])
     if not trail:  # max_len 0

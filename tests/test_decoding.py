@@ -109,8 +109,11 @@ class TableDecoder:
         zeros = torch.zeros(encoded.features.shape[0], 2)
         return zeros, zeros
 
-    def step(self, words, state, encoded):
-        weights = torch.full((words.shape[0], encoded.features.shape[1]), 1.0 / encoded.features.shape[1])
+    def word_gate_table(self, lookups):
+        return None
+
+    def step(self, words, state, encoded, word_gate_table=None):
+        weights = torch.full((words.shape[0], encoded.keys.shape[1]), 1.0 / encoded.keys.shape[1])
         return self.log_probs[words], state, weights
 
 

@@ -27,16 +27,18 @@ class SoftAttention(nn.Module):
         self.context_dim = feature_dim
 
     def prepare(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # W_f f does not depend on the step: computed once per image, (B, R, F) -> (B, R, A).
-        return self.feature_projection(features), features
+        # W_f f does not depend on the step: computed once per image, (B, R, F) -> (B, R, A), and
+        # doubled for `forward` (doubling the weights doubles every product and sum exactly).
+        projection = self.feature_projection
+        return nn.functional.linear(features, 2 * projection.weight, 2 * projection.bias), features
 
-    def forward(self, projected_features: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        images, regions, attention_dim = projected_features.shape
+    def forward(self, doubled_keys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        images, regions, attention_dim = doubled_keys.shape
         projected_hidden = self.hidden_projection(hidden).view(images, -1, 1, attention_dim)  # (B, K, 1, A)
         # v^T tanh(u) + b computed as 2 v^T sigmoid(2u) + (b - sum v), the same function: PyTorch's CPU
         # tanh is ~7x slower than its sigmoid, and this is the largest elementwise work of a step
         # (doubling the two terms before they are broadcast saves a pass over the (B, K, R, A) sum).
-        doubled_sum = torch.add((2 * projected_features).unsqueeze(1), projected_hidden, alpha=2)  # 2u: (B, K, R, A)
+        doubled_sum = torch.add(doubled_keys.unsqueeze(1), projected_hidden, alpha=2)  # 2u: (B, K, R, A)
         squashed = torch.sigmoid_(doubled_sum)
         score_weight = 2 * self.score.weight  # (1, A)
         scores = nn.functional.linear(squashed, score_weight, self.score.bias - self.score.weight.sum(dim=1))

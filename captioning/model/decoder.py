@@ -49,14 +49,20 @@ class EncodedImages(NamedTuple):
     K beams of an image share its tensors instead of K copies of them.
     """
 
-    features: torch.Tensor  # (B, R, F) standardised region features
+    features: torch.Tensor | None  # (B, R, F) standardised region features
     keys: torch.Tensor  # what the context module scores, e.g. W_f f: (B, R, A)
-    values: torch.Tensor  # the vectors the context mixes: (B, N, C)
+    values: torch.Tensor | None  # the vectors the context mixes: (B, N, C)
     value_gates: torch.Tensor  # W_z v for each value: (B, N, 4H)
 
     def select(self, rows: torch.Tensor | slice) -> EncodedImages:
         selected: dict[int, torch.Tensor] = {}  # a tensor in two fields (values may be the features) is copied once
-        return EncodedImages(*(selected.setdefault(id(tensor), tensor[rows]) for tensor in self))
+        return EncodedImages(
+            *(None if tensor is None else selected.setdefault(id(tensor), tensor[rows]) for tensor in self)
+        )
+
+    def for_steps(self) -> EncodedImages:
+        """Only what `step` reads: a decoding loop that slices its images carries a fraction of the memory."""
+        return EncodedImages(None, self.keys, None, self.value_gates)
 
 
 class CaptionDecoder(nn.Module):
@@ -115,6 +121,16 @@ class CaptionDecoder(nn.Module):
         """The word's share of the LSTM gates, with both biases: (...,) ids -> (..., 4H)."""
         return self._word_gates(words, self._input_weights()[0])
 
+    def word_gate_table(self, lookups: int) -> torch.Tensor | None:
+        """word_gates of the whole vocabulary (V, 4H), when that is less work than `lookups` words one by one.
+
+        A decoding loop that will look up about `lookups` words (rows x steps) then takes each step's
+        gates as rows of the table: with a small vocabulary, one product replaces one at every step.
+        """
+        if self.config.vocab_size > lookups:
+            return None
+        return self.word_gates(torch.arange(self.config.vocab_size, device=self.embedding.weight.device))
+
     def _word_gates(self, words: torch.Tensor, word_weights: torch.Tensor) -> torch.Tensor:
         return nn.functional.linear(self.embedding(words), word_weights, self.lstm.bias_ih + self.lstm.bias_hh)
 
@@ -129,13 +145,19 @@ class CaptionDecoder(nn.Module):
         return _lstm_cell(gates, cell), weights
 
     def step(
-        self, words: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], encoded: EncodedImages
+        self,
+        words: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
+        encoded: EncodedImages,
+        word_gate_table: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         """One decoding step: previous words (B,) -> logits (B, V), new state, context weights (B, N).
 
         `encoded` has one row per state row, or one row per K consecutive state rows (beams of an image).
+        `word_gate_table`, from `word_gate_table`, replaces computing the words' gates.
         """
-        state, weights = self._advance(self.word_gates(words), state, encoded)
+        word_gates = self.word_gates(words) if word_gate_table is None else word_gate_table[words]
+        state, weights = self._advance(word_gates, state, encoded)
         return self.output(self.dropout(state[0])), state, weights
 
     def reference_step(
