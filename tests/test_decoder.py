@@ -144,6 +144,30 @@ def test_encode_standardises_with_the_feature_statistics(make_decoder, features)
     assert torch.equal(selected.features[2], encoded.features[0]) and torch.equal(selected.keys[0], encoded.keys[1])
 
 
+def test_decoding_loops_carry_only_what_a_step_reads(make_decoder, features):
+    decoder = make_decoder()
+    encoded = decoder.encode(features(3))
+    state = decoder.initial_state(encoded)
+    words = torch.tensor([1, 4, 2])
+    for_steps = encoded.for_steps()
+    assert for_steps.features is None and for_steps.values is None
+    assert for_steps.select(torch.tensor([2, 0])).features is None
+    for full, light in zip(decoder.step(words, state, encoded), decoder.step(words, state, for_steps)):
+        torch.testing.assert_close(full, light)
+
+
+def test_word_gate_table_holds_every_words_gates_when_that_is_less_work(make_decoder, features):
+    decoder = make_decoder()
+    assert decoder.word_gate_table(lookups=VOCAB - 1) is None  # more work than looking the words up one by one
+    table = decoder.word_gate_table(lookups=VOCAB)
+    words = torch.tensor([0, 3, 3, VOCAB - 1])
+    torch.testing.assert_close(table[words], decoder.word_gates(words))
+    encoded = decoder.encode(features(4))
+    state = decoder.initial_state(encoded)
+    for with_table, without in zip(decoder.step(words, state, encoded, table), decoder.step(words, state, encoded)):
+        torch.testing.assert_close(with_table, without)
+
+
 @pytest.mark.parametrize("finetune", [True, False])
 def test_load_embeddings_copies_the_matrix_and_sets_finetuning(make_decoder, finetune):
     decoder = make_decoder()

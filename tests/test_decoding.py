@@ -69,6 +69,44 @@ def test_batched_beam_search_equals_one_image_at_a_time(make_decoder, features, 
         )
 
 
+def beam_search_by_hand(decoder, one_image, beam_size, length_penalty):
+    """One image, its K beams as K rows with K copies of its tensors, each step by `reference_step`."""
+    k = beam_size
+    encoded = decoder.encode(one_image)
+    hidden, cell = decoder.initial_state(encoded)
+    state, copies = (hidden.expand(k, -1), cell.expand(k, -1)), encoded.select(torch.zeros(k, dtype=torch.long))
+    scores = torch.tensor([0.0] + [float("-inf")] * (k - 1))
+    words, finished, lengths = torch.full((k,), START), torch.zeros(k, dtype=torch.bool), torch.zeros(k)
+    histories = [[] for _ in range(k)]
+    for _ in range(MAX_LEN):
+        logits, state, _ = decoder.reference_step(words, state, copies)
+        log_probs = torch.log_softmax(logits, dim=1)
+        log_probs[finished] = float("-inf")
+        log_probs[finished, END] = 0.0  # an ended beam continues with <end> at no cost
+        scores, best = (scores.unsqueeze(1) + log_probs).view(-1).topk(k)
+        source, words = best // log_probs.shape[1], best % log_probs.shape[1]
+        histories = [histories[s] + [w] for s, w in zip(source.tolist(), words.tolist())]
+        lengths = lengths[source] + (~finished[source]).float()
+        finished = finished[source] | (words == END)
+        state = (state[0][source], state[1][source])
+        if finished.all():
+            break
+    best_tokens = histories[int((scores / lengths.clamp(min=1).pow(length_penalty)).argmax())]
+    return best_tokens[: best_tokens.index(END)] if END in best_tokens else best_tokens
+
+
+@pytest.mark.parametrize(("seed", "length_penalty"), [(0, 1.0), (0, 0.5), (2, 0.0), (2, 1.0)])
+def test_beam_search_equals_a_beam_search_written_out_by_hand(make_decoder, features, seed, length_penalty):
+    # 12 images: settled images stay in the batch until a quarter of them have ended, then leave it.
+    decoder, region_features = make_decoder(seed=seed), features(12, seed=seed)
+    decoded = beam_search(
+        decoder, region_features, START, END, beam_size=3, max_len=MAX_LEN, length_penalty=length_penalty
+    )
+    by_hand = [beam_search_by_hand(decoder, region_features[i : i + 1], 3, length_penalty) for i in range(12)]
+    assert decoded.tokens == by_hand
+    assert len({len(tokens) for tokens in by_hand}) > 1  # the images settle at different steps
+
+
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_beam_search_without_any_end_returns_max_len_tokens(make_decoder, features, beam_size):
     decoder = make_decoder(seed=1)
