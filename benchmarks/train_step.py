@@ -31,7 +31,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from captioning.device import autocast, resolve_precision
 from captioning.features.store import FeatureStore, FeatureWriter
 from captioning.model import CaptionDecoder, DecoderConfig
-from captioning.training import CaptionSet, caption_loss, iterate_batches, length_bucketed_batches
+from captioning.training import CaptionSet, WaitClock, caption_loss, iterate_batches, length_bucketed_batches
 
 GOAL = 5.0
 PAD, START, END = 0, 1, 2
@@ -128,16 +128,11 @@ def train_step(model, optimizer, loss_fn, batch, precision: str) -> float:
 
 def data_wait_share(decoder, optimizer, data, store, batch_size, precision) -> float:
     """fit()'s measure: time blocked in next(batches) over the time of the whole pass."""
-    batches = iterate_batches(data, store, batch_size, np.random.default_rng(1), torch.device("cpu"))
-    waiting, start = 0.0, time.perf_counter()
-    while True:
-        wait_start = time.perf_counter()
-        batch = next(batches, None)
-        waiting += time.perf_counter() - wait_start
-        if batch is None:
-            break
+    clock = WaitClock(iterate_batches(data, store, batch_size, np.random.default_rng(1), torch.device("cpu")))
+    start = time.perf_counter()
+    for batch in clock:
         train_step(decoder, optimizer, ours_loss, batch, precision)
-    return waiting / (time.perf_counter() - start)
+    return clock.waiting / (time.perf_counter() - start)
 
 
 def ours_loss(decoder, features, captions, lengths):

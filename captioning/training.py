@@ -134,14 +134,9 @@ def train_epoch(
     """One pass over the batches; returns the mean loss and the share of time spent waiting for data."""
     decoder.train()
     trainable = [p for p in decoder.parameters() if p.requires_grad]
-    total, count, waiting, start = 0.0, 0, 0.0, time.perf_counter()
-    while True:
-        wait_start = time.perf_counter()
-        batch = next(batches, None)
-        waiting += time.perf_counter() - wait_start
-        if batch is None:
-            break
-        features, captions, lengths = batch
+    total, count, start = 0.0, 0, time.perf_counter()
+    clock = WaitClock(batches)
+    for features, captions, lengths in clock:
         shared = distributed.global_counts(lengths)  # DDP: counts of the whole global batch (None alone)
         with autocast(device, precision):
             loss = caption_loss(decoder, features, captions, lengths, params.alpha_c, shared)
@@ -156,7 +151,23 @@ def train_epoch(
         progress.set_postfix(loss=f"{total / count:.3f}")
     total = distributed.sum_over_ranks(total, device)  # DDP: each rank's losses were its share of the batches'
     seconds = time.perf_counter() - start
-    return {"train_loss": total / count, "epoch_seconds": seconds, "data_wait_share": waiting / seconds}
+    return {"train_loss": total / count, "epoch_seconds": seconds, "data_wait_share": clock.waiting / seconds}
+
+
+class WaitClock:
+    """Iterates over `batches`, adding up the seconds spent blocked waiting for the next one."""
+
+    def __init__(self, batches: Iterator):
+        self.batches, self.waiting = batches, 0.0
+
+    def __iter__(self) -> Iterator:
+        while True:
+            start = time.perf_counter()
+            batch = next(self.batches, None)
+            self.waiting += time.perf_counter() - start
+            if batch is None:
+                return
+            yield batch
 
 
 def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
