@@ -12,6 +12,6 @@ exec dvc exp run -n "${PRESET_NAME:-flickr30k}" \
     -S embeddings.dim=300 -S embeddings.epochs=5 \
     -S model.attention_dim=512 -S model.decoder_dim=512 -S model.dropout=0.5 \
     -S train.lr=0.0004 -S train.epochs=20 -S train.batch_size=64 -S train.step_size=8 -S train.gamma=0.5 \
-    -S train.select_by=bleu_4 -S train.val_max_len=30 \
+    -S train.alpha_c=1.0 -S train.select_by=bleu_4 -S train.val_max_len=30 \
     -S evaluate.beam_size=5 -S evaluate.max_len=30 \
     "$@"
