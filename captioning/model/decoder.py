@@ -50,7 +50,7 @@ class EncodedImages(NamedTuple):
     """
 
     features: torch.Tensor | None  # (B, R, F) standardised region features
-    keys: torch.Tensor  # what the context module scores, e.g. W_f f: (B, R, A)
+    keys: torch.Tensor  # what the context module scores, e.g. 2 W_f f for soft attention: (B, R, A)
     values: torch.Tensor | None  # the vectors the context mixes: (B, N, C)
     value_gates: torch.Tensor  # W_z v for each value: (B, N, 4H)
 
