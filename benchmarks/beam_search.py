@@ -82,7 +82,7 @@ def test_features(features_path: Path, table_path: Path, images: int) -> torch.T
 
     store = FeatureStore(features_path, memory_budget_bytes=0)  # read only the rows needed
     test = [r["image"] for r in json.loads(table_path.read_text())["images"] if r["split"] == "test"][:images]
-    features = torch.from_numpy(np.stack([store.rows(np.array([row]))[0] for row in store.rows_for(test)]))
+    features = torch.from_numpy(store.rows(store.rows_for(test)))
     store.close()
     return features
 
