@@ -54,11 +54,27 @@ def resume(processes: list[psutil.Process]) -> None:
             pass
 
 
-def pause_inside_a_stage(run: subprocess.Popen, repo: Path, timeout: float = 300) -> list[psutil.Process]:
+def running_stage(processes: list[psutil.Process]) -> str | None:
+    """The stage whose `python -m stages.NAME` is among `processes`, None when there is none yet.
+
+    The shell DVC starts has "stages.NAME" inside its one `-c` argument before (and while) it forks the
+    python process, so only an argument that *is* the module name counts.
+    """
+    for process in processes:
+        for argument in process.cmdline():
+            if argument.startswith("stages."):
+                return argument.split(".")[1]
+    return None
+
+
+def pause_inside_a_stage(
+    run: subprocess.Popen, repo: Path, timeout: float = 300
+) -> tuple[list[psutil.Process], str]:
     """SIGSTOP the stage command that `run` has started, while DVC holds that stage's write lock.
 
     DVC itself is left running: while its stage command runs it holds no repository or database lock,
     only the stage's read/write locks, so pausing it there is what any slow stage looks like.
+    Returns the paused processes and the stage's name.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,9 +83,9 @@ def pause_inside_a_stage(run: subprocess.Popen, repo: Path, timeout: float = 300
         command: list[psutil.Process] = []
         try:
             command = psutil.Process(run.pid).children(recursive=True)
-            if stage_write_locks(repo) and any("stages." in " ".join(p.cmdline()) for p in command):
-                if suspend(command) and stage_write_locks(repo):
-                    return command
+            if stage_write_locks(repo) and running_stage(command):
+                if suspend(command) and stage_write_locks(repo) and (stage := running_stage(command)):
+                    return command, stage
                 resume(command)
         except psutil.NoSuchProcess:
             resume(command)  # the stage ended in between: try the next one
@@ -93,9 +109,8 @@ def test_a_second_repro_is_refused_while_the_first_runs(tmp_path: Path):
         )
     paused = []
     try:
-        paused = pause_inside_a_stage(first, repo)
+        paused, stage = pause_inside_a_stage(first, repo)
         held = stage_write_locks(repo)
-        stage = next(arg for p in paused for arg in p.cmdline() if arg.startswith("stages.")).split(".")[1]
         second = run(["dvc", "repro", TARGET], repo, check=False)
     finally:
         resume(paused)
