@@ -67,9 +67,7 @@ def running_stage(processes: list[psutil.Process]) -> str | None:
     return None
 
 
-def pause_inside_a_stage(
-    run: subprocess.Popen, repo: Path, timeout: float = 300
-) -> tuple[list[psutil.Process], str]:
+def pause_inside_a_stage(run: subprocess.Popen, repo: Path, timeout: float = 300) -> tuple[list[psutil.Process], str]:
     """SIGSTOP the stage command that `run` has started, while DVC holds that stage's write lock.
 
     DVC itself is left running: while its stage command runs it holds no repository or database lock,
