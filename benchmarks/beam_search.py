@@ -57,8 +57,13 @@ def reference_beam_search(
         weights = torch.softmax(scores_per_region.squeeze(2), dim=1)  # (K, R)
         context = (weights.unsqueeze(2) * regions).sum(dim=1)  # (K, F)
         beta = torch.sigmoid(decoder.gate(hidden))
-        hidden, cell = decoder.lstm(torch.cat([decoder.embedding(words), beta * context], dim=1), (hidden, cell))
-        log_probs = torch.log_softmax(decoder.output(hidden), dim=1)  # (K, V)
+        embedded = decoder.embedding(words)
+        hidden, cell = decoder.lstm(torch.cat([embedded, beta * context], dim=1), (hidden, cell))
+        if decoder.config.deep_output:
+            output = torch.tanh(embedded + decoder.output_hidden(hidden) + decoder.output_context(beta * context))
+        else:
+            output = hidden
+        log_probs = torch.log_softmax(decoder.output(output), dim=1)  # (K, V)
         vocab = log_probs.shape[1]
         log_probs[finished] = float("-inf")
         log_probs[finished, END] = 0.0
@@ -116,6 +121,7 @@ def train_pipeline_model(features_path: Path, captions_path: Path, vocab_path: P
         attention_dim=model.attention_dim,
         dropout=model.dropout,
         attention=model.attention,
+        deep_output=model.deep_output,
     )
     decoder = CaptionDecoder(config)
     if cache.is_file():
@@ -224,13 +230,16 @@ def main() -> None:
             ]
         )
     )
-    # In exact fp32 arithmetic every image costs us at least its one-off projections W_f f and W_z v
-    # (R x F x (A + 4H) multiply-adds); a reference step costs K x R x F x A for the recomputed
-    # projection plus K x (E + F + H) x 4H for the LSTM cell: with K = 5 and A = H, about the same.
+    # In exact fp32 arithmetic every image costs us at least its one-off projections W_f f, W_z v and
+    # (deep output) L_z v: R x F x (A + 4H + E) multiply-adds; a reference step costs K x R x F x A for
+    # the recomputed projection plus K x (E + F + H) x 4H for the LSTM cell and K x (F + H) x E for the
+    # deep output: with K = 5 and A = H, about the same.
     config, k = decoder.config, args.beam
-    one_off = 49 * config.feature_dim * (config.attention_dim + 4 * config.decoder_dim)
+    deep = config.embed_dim if config.deep_output else 0
+    one_off = 49 * config.feature_dim * (config.attention_dim + 4 * config.decoder_dim + deep)
     reference_step = k * 49 * config.feature_dim * config.attention_dim
     reference_step += k * (config.embed_dim + config.feature_dim + config.decoder_dim) * 4 * config.decoder_dim
+    reference_step += k * (config.feature_dim + config.decoder_dim) * deep
     bound = np.mean(STEPS) * reference_step / one_off
     print(
         f"\nthe reference took {np.mean(STEPS):.1f} steps per image; {reference_step / 1e6:.0f} M multiply-adds a "

@@ -158,7 +158,10 @@ def main() -> None:
     data = make_captions(args.captions, args.vocab, images, rng)
 
     torch.manual_seed(0)
-    config = DecoderConfig(vocab_size=args.vocab, embed_dim=args.dim, decoder_dim=args.dim, attention_dim=args.dim)
+    # The tutorial's decoder reads words off h alone: compare the same model, without the deep output.
+    config = DecoderConfig(
+        vocab_size=args.vocab, embed_dim=args.dim, decoder_dim=args.dim, attention_dim=args.dim, deep_output=False
+    )
     ours = CaptionDecoder(config).train()
     reference = TutorialDecoder(args.vocab, args.dim, args.dim, args.dim).train()
     ours_optimizer = torch.optim.Adam(ours.parameters(), lr=4e-4, fused=True)  # as fit() makes it

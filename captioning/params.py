@@ -141,6 +141,7 @@ class ModelParams:
     attention_dim: int = 512
     decoder_dim: int = 512
     dropout: float = 0.5
+    deep_output: bool = False
 
     def check(self) -> None:
         require(

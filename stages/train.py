@@ -62,6 +62,7 @@ def main() -> None:
         attention_dim=model_params.attention_dim,
         dropout=model_params.dropout,
         attention=model_params.attention,
+        deep_output=model_params.deep_output,
     )
     device = world.device
     precision = resolve_precision(params.precision, device)

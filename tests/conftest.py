@@ -37,7 +37,9 @@ def one_thread_each():
 def make_decoder() -> Callable[..., CaptionDecoder]:
     """A seeded tiny CaptionDecoder in eval mode, with non-trivial feature statistics."""
 
-    def make(attention: str = "soft", seed: int = 0, dropout: float = 0.0, vocab_size: int = VOCAB) -> CaptionDecoder:
+    def make(
+        attention: str = "soft", seed: int = 0, dropout: float = 0.0, vocab_size: int = VOCAB, deep_output: bool = False
+    ) -> CaptionDecoder:
         torch.manual_seed(seed)
         config = DecoderConfig(
             vocab_size=vocab_size,
@@ -47,6 +49,7 @@ def make_decoder() -> Callable[..., CaptionDecoder]:
             attention_dim=HIDDEN,
             dropout=dropout,
             attention=attention,
+            deep_output=deep_output,
         )
         decoder = CaptionDecoder(config)
         decoder.set_feature_statistics(torch.randn(FEATURE_DIM) * 0.1, torch.rand(FEATURE_DIM) + 0.5)

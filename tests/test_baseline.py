@@ -13,15 +13,17 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 START, END = 1, 2
 
 
-def test_the_two_models_differ_only_in_their_context_module(make_decoder):
-    soft, baseline = make_decoder("soft"), make_decoder("none")
+@pytest.mark.parametrize("deep_output", [False, True])
+def test_the_two_models_differ_only_in_their_context_module(make_decoder, deep_output):
+    soft, baseline = make_decoder("soft", deep_output=deep_output), make_decoder("none", deep_output=deep_output)
     assert isinstance(soft.context, SoftAttention) and isinstance(baseline.context, GlobalContext)
     assert type(soft) is type(baseline)
     outside = {k: v.shape for k, v in soft.state_dict().items() if not k.startswith("context.")}
     outside_baseline = {k: v.shape for k, v in baseline.state_dict().items() if not k.startswith("context.")}
     assert outside.keys() == outside_baseline.keys()
     differing = {k for k in outside if outside[k] != outside_baseline[k]}
-    assert differing == {"lstm.weight_ih"}, "only the LSTM's context input width may follow the context size"
+    # only the input widths that read the context (the LSTM's, the deep output's) may follow the context size
+    assert differing == ({"lstm.weight_ih", "output_context.weight"} if deep_output else {"lstm.weight_ih"})
 
 
 def test_the_baseline_context_is_the_same_at_every_step(make_decoder, features):

@@ -40,8 +40,8 @@ def write_model(path: Path, fingerprint: str, **recipe) -> Path:
         vocab_size=len(WORDS), embed_dim=8, feature_dim=2048, decoder_dim=16, attention_dim=16, dropout=0.0
     )
     decoder = CaptionDecoder(config)
-    with torch.no_grad():  # like a trained model: never <pad> or <start>; and never <end>, so every caption is MAX_LEN
-        decoder.output.bias[:3] = -1e4
+    with torch.no_grad():  # like a trained model: never <pad>, <start> or <unk>; never <end>: every caption is MAX_LEN
+        decoder.output.bias[: len(SPECIALS)] = -1e4
     feature_recipe = {
         "weights": "none",
         "imagenet_variant": "IMAGENET1K_V2",

@@ -34,9 +34,10 @@ def test_one_step_has_the_documented_shapes(make_decoder, features, attention, r
     torch.testing.assert_close(weights.sum(dim=1), torch.ones(3))
 
 
+@pytest.mark.parametrize("deep_output", [True, False])
 @pytest.mark.parametrize("attention", ["soft", "none"])
-def test_step_equals_the_literal_lstm_cell_step(make_decoder, features, attention):
-    decoder = make_decoder(attention, dropout=0.5)  # eval mode: dropout is off
+def test_step_equals_the_literal_lstm_cell_step(make_decoder, features, attention, deep_output):
+    decoder = make_decoder(attention, dropout=0.5, deep_output=deep_output)  # eval mode: dropout is off
     encoded = decoder.encode(features(4) * 3)
     fast = reference = decoder.initial_state(encoded)
     for words in ([1, 1, 1, 1], [4, 7, 2, 11], [5, 5, 9, 3]):
@@ -49,8 +50,9 @@ def test_step_equals_the_literal_lstm_cell_step(make_decoder, features, attentio
         torch.testing.assert_close(fast_weights, reference_weights, rtol=1e-5, atol=1e-5)
 
 
-def test_reference_step_is_an_lstm_cell_on_embedding_and_gated_context(make_decoder, features):
-    decoder = make_decoder()
+@pytest.mark.parametrize("deep_output", [True, False])
+def test_reference_step_is_an_lstm_cell_on_embedding_and_gated_context(make_decoder, features, deep_output):
+    decoder = make_decoder(deep_output=deep_output)
     encoded = decoder.encode(features(2))
     state = decoder.initial_state(encoded)
     words = torch.tensor([3, 8])
@@ -63,7 +65,12 @@ def test_reference_step_is_an_lstm_cell_on_embedding_and_gated_context(make_deco
     logits, (step_hidden, step_memory), _ = decoder.step(words, state, encoded)
     torch.testing.assert_close(step_hidden, hidden, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(step_memory, memory, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(logits, decoder.output(hidden), rtol=1e-5, atol=1e-5)
+    if deep_output:  # Eq. 7: L_o tanh(E y_{t-1} + L_h h_t + L_z beta z_t)
+        deep = decoder.embedding(words) + decoder.output_hidden(hidden) + decoder.output_context(beta * context)
+        expected = decoder.output(torch.tanh(deep))
+    else:
+        expected = decoder.output(hidden)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
 
 
 def caption_by_caption(decoder, region_features, captions, lengths):
@@ -81,9 +88,10 @@ def caption_by_caption(decoder, region_features, captions, lengths):
     return results
 
 
+@pytest.mark.parametrize("deep_output", [True, False])
 @pytest.mark.parametrize("attention", ["soft", "none"])
-def test_forward_on_a_sorted_batch_equals_a_loop_over_each_caption(make_decoder, features, attention):
-    decoder = make_decoder(attention)
+def test_forward_on_a_sorted_batch_equals_a_loop_over_each_caption(make_decoder, features, attention, deep_output):
+    decoder = make_decoder(attention, deep_output=deep_output)
     region_features, captions = features(4), random_captions(LENGTHS, seed=0)
     logits, targets, weight_sums = decoder(region_features, captions, torch.tensor(LENGTHS))
     assert logits.shape == (sum(n - 1 for n in LENGTHS), VOCAB) and targets.shape == (12,)
@@ -115,7 +123,7 @@ def test_padding_does_not_change_anything(make_decoder, features):
 
 
 def test_backward_reaches_the_decoder_parameters(make_decoder, features):
-    decoder = make_decoder().train()
+    decoder = make_decoder(deep_output=True).train()
     logits, targets, _ = decoder(features(4), random_captions(LENGTHS, seed=1), torch.tensor(LENGTHS))
     nn.functional.cross_entropy(logits, targets).backward()
     for name in (
@@ -125,6 +133,8 @@ def test_backward_reaches_the_decoder_parameters(make_decoder, features):
         "output.weight",
         "init_h.weight",
         "gate.weight",
+        "output_hidden.weight",
+        "output_context.weight",
     ):
         assert decoder.get_parameter(name).grad.abs().sum() > 0, name
     assert decoder.context.feature_projection.weight.grad.abs().sum() > 0
@@ -139,7 +149,7 @@ def test_encode_standardises_with_the_feature_statistics(make_decoder, features)
     encoded = decoder.encode(region_features)
     assert encoded.features.dtype == torch.float32
     torch.testing.assert_close(encoded.features, (region_features.float() - mean) / std.clamp(min=1e-3))
-    assert encoded.keys.shape == (2, REGIONS, HIDDEN) and encoded.value_gates.shape == (2, REGIONS, 4 * HIDDEN)
+    assert encoded.keys.shape == (2, REGIONS, HIDDEN) and encoded.projected_values.shape == (2, REGIONS, 4 * HIDDEN)
     selected = encoded.select(torch.tensor([1, 1, 0]))
     assert torch.equal(selected.features[2], encoded.features[0]) and torch.equal(selected.keys[0], encoded.keys[1])
 

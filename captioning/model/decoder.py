@@ -2,13 +2,16 @@
 
 At step t an nn.LSTMCell reads [E y_{t-1}; beta_t z_t], where z_t = sum_i alpha_ti v_i is the context
 from the context module (soft attention over the regions by default) and beta_t = sigmoid(W_g h_{t-1})
-is the paper's gating scalar. Initial h and c come from the mean region feature; dropout precedes the
-output layer.
+is the paper's gating scalar. Initial h and c come from the mean region feature. Word scores are
+L_o h_t, dropout before L_o (the usual simplification), or with `deep_output` the paper's Eq. 7,
+L_o tanh(E y_{t-1} + L_h h_t + L_z beta_t z_t), where the region attended at step t reaches word t
+directly rather than only through the LSTM.
 
 Speed without changing the maths: the LSTM input weights W_z that multiply the context are linear,
 so W_z (beta sum_i alpha_i v_i) = beta sum_i alpha_i (W_z v_i). W_z v_i is computed once per image
 (like W_f f_i in the attention), which turns the largest matmul of every step into a (B, 49) x
-(49, 4H) mix. Likewise the embedding half of the input weights runs once over the whole caption.
+(49, 4H) mix; the deep output's L_z v_i rides along as E more columns of the same mix. Likewise the
+embedding half of the input weights runs once over the whole caption.
 `reference_step` computes the same step the direct way; the tests check both agree.
 
 Precomputing W_z v_i pays when a row of the per-image tensors serves many steps: beam search's K
@@ -37,6 +40,7 @@ class DecoderConfig:
     attention_dim: int = 512
     dropout: float = 0.5
     attention: str = "soft"
+    deep_output: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +56,7 @@ class EncodedImages(NamedTuple):
     features: torch.Tensor | None  # (B, R, F) standardised region features
     keys: torch.Tensor  # what the context module scores, e.g. 2 W_f f for soft attention: (B, R, A)
     values: torch.Tensor | None  # the vectors the context mixes: (B, N, C)
-    value_gates: torch.Tensor  # W_z v for each value: (B, N, 4H)
+    projected_values: torch.Tensor  # [W_z v; L_z v] for each value: (B, N, 4H + E), (B, N, 4H) without deep output
 
     def select(self, rows: torch.Tensor | slice) -> EncodedImages:
         selected: dict[int, torch.Tensor] = {}  # a tensor in two fields (values may be the features) is copied once
@@ -62,7 +66,7 @@ class EncodedImages(NamedTuple):
 
     def for_steps(self) -> EncodedImages:
         """Only what `step` reads: a decoding loop that slices its images carries a fraction of the memory."""
-        return EncodedImages(None, self.keys, None, self.value_gates)
+        return EncodedImages(None, self.keys, None, self.projected_values)
 
 
 class CaptionDecoder(nn.Module):
@@ -76,7 +80,10 @@ class CaptionDecoder(nn.Module):
         self.gate = nn.Linear(config.decoder_dim, 1)  # beta = sigmoid(W_g h)
         self.lstm = nn.LSTMCell(config.embed_dim + self.context.context_dim, config.decoder_dim)
         self.dropout = nn.Dropout(config.dropout)
-        self.output = nn.Linear(config.decoder_dim, config.vocab_size)
+        if config.deep_output:
+            self.output_hidden = nn.Linear(config.decoder_dim, config.embed_dim)  # L_h
+            self.output_context = nn.Linear(self.context.context_dim, config.embed_dim, bias=False)  # L_z
+        self.output = nn.Linear(config.embed_dim if config.deep_output else config.decoder_dim, config.vocab_size)
         # Region features arrive in whatever scale and offset the encoder gives (a random ResNet50's
         # maps are ~30x ImageNet's and mostly a constant); standardising each channel with training-set
         # statistics makes the differences between regions and images what the decoder sees.
@@ -107,8 +114,19 @@ class CaptionDecoder(nn.Module):
     def encode(self, features: torch.Tensor) -> EncodedImages:
         features = self._standardise(features)
         keys, values = self.context.prepare(features)
-        value_gates = values @ self._input_weights()[1].t()  # (B, N, 4H)
-        return EncodedImages(features, keys, values, value_gates)
+        projection = self._input_weights()[1]  # W_z: (4H, C)
+        if self.config.deep_output:
+            projection = torch.cat([projection, self.output_context.weight])  # [W_z; L_z]: (4H + E, C)
+        return EncodedImages(features, keys, values, values @ projection.t())  # (B, N, 4H + E)
+
+    def _logits(
+        self, hidden: torch.Tensor, previous_words: torch.Tensor, context_output: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Word scores (N, V) from h_t (N, H), y_{t-1} (N,) and L_z beta_t z_t (N, E) (unused without deep output)."""
+        if not self.config.deep_output:
+            return self.output(self.dropout(hidden))
+        deep = torch.tanh(self.output_hidden(hidden) + self.embedding(previous_words) + context_output)  # (N, E)
+        return self.output(self.dropout(deep))
 
     def initial_state(self, encoded: EncodedImages) -> tuple[torch.Tensor, torch.Tensor]:
         return self._initial_state(encoded.features)
@@ -136,13 +154,17 @@ class CaptionDecoder(nn.Module):
 
     def _advance(
         self, word_gates: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], encoded: EncodedImages
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
         hidden, cell = state
         weights = self.context(encoded.keys, hidden)  # (B, N)
         beta = torch.sigmoid(self.gate(hidden))  # (B, 1)
-        context_gates = _mix(beta * weights, encoded.value_gates)  # beta * W_z context: (B, 4H)
+        projected_context = _mix(beta * weights, encoded.projected_values)  # beta [W_z; L_z] context: (B, 4H + E)
+        context_gates, context_output = projected_context.split([word_gates.shape[1], self._deep_width()], dim=1)
         gates = torch.addmm(word_gates, hidden, self.lstm.weight_hh.t()) + context_gates  # (B, 4H), order i f g o
-        return _lstm_cell(gates, cell), weights
+        return _lstm_cell(gates, cell), weights, context_output
+
+    def _deep_width(self) -> int:
+        return self.config.embed_dim if self.config.deep_output else 0
 
     def step(
         self,
@@ -157,8 +179,8 @@ class CaptionDecoder(nn.Module):
         `word_gate_table`, from `word_gate_table`, replaces computing the words' gates.
         """
         word_gates = self.word_gates(words) if word_gate_table is None else word_gate_table[words]
-        state, weights = self._advance(word_gates, state, encoded)
-        return self.output(self.dropout(state[0])), state, weights
+        state, weights, context_output = self._advance(word_gates, state, encoded)
+        return self._logits(state[0], words, context_output), state, weights
 
     def reference_step(
         self, words: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], encoded: EncodedImages
@@ -169,7 +191,8 @@ class CaptionDecoder(nn.Module):
         context = _mix(weights, encoded.values)  # (B, C)
         beta = torch.sigmoid(self.gate(hidden))
         state = self.lstm(torch.cat([self.embedding(words), beta * context], dim=1), state)
-        return self.output(self.dropout(state[0])), state, weights
+        context_output = self.output_context(beta * context) if self.config.deep_output else None
+        return self._logits(state[0], words, context_output), state, weights
 
     def forward(
         self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor
@@ -195,7 +218,7 @@ class CaptionDecoder(nn.Module):
         # W_z and W_hh side by side, applied to [beta * context; h] in one product per step.
         recurrent_weights = torch.cat([context_weights, _for_matmul(self.lstm.weight_hh)], dim=1).t()  # (C+H, 4H)
         tape = _RecurrentProduct.Tape()
-        hiddens, targets, weight_sums = [], [], 0.0
+        hiddens, gated_contexts, targets, weight_sums = [], [], [], 0.0
         for t, active in enumerate(batch_sizes.tolist()):  # the active rows shrink as captions end
             if active < hidden.shape[0]:
                 # Only when some caption has ended: every slice of the per-image tensors costs a
@@ -208,9 +231,13 @@ class CaptionDecoder(nn.Module):
             recurrent = _RecurrentProduct.apply(recurrent_input, recurrent_weights, tape)  # (b, 4H)
             hidden, cell = _lstm_cell(word_gates[t][:active] + recurrent, cell)
             hiddens.append(hidden)
+            gated_contexts.append(gated_context)
             targets.append(captions[:active, t + 1])
             weight_sums = weight_sums + nn.functional.pad(weights.float(), (0, 0, 0, features.shape[0] - active))
-        logits = self.output(self.dropout(torch.cat(hiddens)))  # one matmul for all steps: (N, V)
+        # The output layers once for all steps: (N, V). The previous word of target t + 1 is word t.
+        previous_words = torch.cat([captions[: len(step_targets), t] for t, step_targets in enumerate(targets)])
+        context_output = self.output_context(torch.cat(gated_contexts)) if self.config.deep_output else None
+        logits = self._logits(torch.cat(hiddens), previous_words, context_output)
         return logits, torch.cat(targets), weight_sums
 
 
