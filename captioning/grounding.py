@@ -62,7 +62,10 @@ def grounding_scores(
       grounding_mass: mean attention weight summed over the right cells;
       grounding_hit_chance: the same for a uniformly random most-attended cell = mean fraction of right cells;
       grounding_mass_chance: the same for uniform attention (equal to grounding_hit_chance by construction);
-      grounding_words: the number of counted words.
+      grounding_words: the number of counted words;
+      grounding_hit_present, grounding_words_present: the hit rate and the count of the counted words whose
+        attribute some object of the image has, i.e. where the caption is right, whether attention is (this
+        separates looking at the wrong place from naming the wrong thing).
     Without spatial attention (R == 1, the CNN-RNN baseline) there is nothing to ground: returns {}.
     With no counted word, returns only {"grounding_words": 0}.
     Raises ValueError when the lists differ in length, a caption and its weights differ in length, or R
@@ -73,7 +76,7 @@ def grounding_scores(
             f"grounding_scores: {len(captions_tokens)} captions, {len(weights)} weight arrays and "
             f"{len(objects)} object lists; pass one of each per image"
         )
-    hits, masses, chances = [], [], []
+    hits, masses, chances, present = [], [], [], []
     for index, (tokens, attention, scene) in enumerate(zip(captions_tokens, weights, objects)):
         attention = np.asarray(attention, dtype=np.float64)
         if attention.ndim != 2 or attention.shape[0] != len(tokens):
@@ -94,16 +97,21 @@ def grounding_scores(
             hits.append(bool(right[int(np.argmax(row))]))
             masses.append(float(row[right].sum()))
             chances.append(float(right.mean()))
+            present.append(bool(right.any()))
     if not hits:
         return {"grounding_words": 0}
     chance = float(np.mean(chances))
-    return {
+    scores = {
         "grounding_hit": float(np.mean(hits)),
         "grounding_mass": float(np.mean(masses)),
         "grounding_hit_chance": chance,
         "grounding_mass_chance": chance,
         "grounding_words": len(hits),
+        "grounding_words_present": sum(present),
     }
+    if any(present):
+        scores["grounding_hit_present"] = float(np.mean([hit for hit, named in zip(hits, present) if named]))
+    return scores
 
 
 def _matched(generated: list[tuple], true: list[tuple]) -> int:

@@ -79,7 +79,16 @@ def test_a_word_naming_an_absent_attribute_is_a_miss():
         "grounding_hit_chance": 0.0,
         "grounding_mass_chance": 0.0,
         "grounding_words": 2,
+        "grounding_words_present": 0,
     }
+
+
+def test_the_present_hit_rate_counts_only_words_the_image_bears_out():
+    # yellow: no yellow object (a miss either way); red: on the circle; circle: on the square (a miss)
+    scores = grounding_scores([["yellow", "red", "circle"]], [one_hot(8, 8, 40)], [[RED_CIRCLE, BLUE_SQUARE]])
+    assert scores["grounding_hit"] == pytest.approx(1 / 3)
+    assert scores["grounding_words_present"] == 2
+    assert scores["grounding_hit_present"] == pytest.approx(1 / 2)
 
 
 def test_other_words_are_ignored():
