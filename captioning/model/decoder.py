@@ -120,9 +120,9 @@ class CaptionDecoder(nn.Module):
         return EncodedImages(features, keys, values, values @ projection.t())  # (B, N, 4H + E)
 
     def _logits(
-        self, hidden: torch.Tensor, previous_words: torch.Tensor, context_output: torch.Tensor | None
+        self, hidden: torch.Tensor, previous_words: torch.Tensor | None, context_output: torch.Tensor | None
     ) -> torch.Tensor:
-        """Word scores (N, V) from h_t (N, H), y_{t-1} (N,) and L_z beta_t z_t (N, E) (unused without deep output)."""
+        """Word scores (N, V) from h_t (N, H); with the deep output also y_{t-1} (N,) and L_z beta_t z_t (N, E)."""
         if not self.config.deep_output:
             return self.output(self.dropout(hidden))
         deep = torch.tanh(self.output_hidden(hidden) + self.embedding(previous_words) + context_output)  # (N, E)
@@ -231,13 +231,15 @@ class CaptionDecoder(nn.Module):
             recurrent = _RecurrentProduct.apply(recurrent_input, recurrent_weights, tape)  # (b, 4H)
             hidden, cell = _lstm_cell(word_gates[t][:active] + recurrent, cell)
             hiddens.append(hidden)
-            gated_contexts.append(gated_context)
+            if self.config.deep_output:
+                gated_contexts.append(gated_context)
             targets.append(captions[:active, t + 1])
             weight_sums = weight_sums + nn.functional.pad(weights.float(), (0, 0, 0, features.shape[0] - active))
-        # The output layers once for all steps: (N, V). The previous word of target t + 1 is word t.
-        previous_words = torch.cat([captions[: len(step_targets), t] for t, step_targets in enumerate(targets)])
-        context_output = self.output_context(torch.cat(gated_contexts)) if self.config.deep_output else None
-        logits = self._logits(torch.cat(hiddens), previous_words, context_output)
+        previous_words = context_output = None
+        if self.config.deep_output:  # the previous word of target t + 1 is word t
+            previous_words = torch.cat([captions[: len(step_targets), t] for t, step_targets in enumerate(targets)])
+            context_output = self.output_context(torch.cat(gated_contexts))
+        logits = self._logits(torch.cat(hiddens), previous_words, context_output)  # all steps at once: (N, V)
         return logits, torch.cat(targets), weight_sums
 
 
