@@ -29,6 +29,7 @@ import pytest
 import yaml
 from fixtures_real import write_jpeg
 from PIL import Image
+from repo_params import repo_document
 
 from captioning.data.images import MAX_PIXELS, BadImageError, load_rgb
 from captioning.data.readers import read_dataset
@@ -181,7 +182,7 @@ ROW = {"split": "train", "captions": ["a red circle"]}
 @dataclass
 class StageCase:
     stage: str
-    params: dict | None  # params.yaml; None: no params file at all
+    params: dict | None  # changes to the repository's params.yaml, per section; None: no params file at all
     error: str  # the expected stderr line; {tmp} is the (resolved) folder the stage runs in
     outputs: tuple[str, ...]  # files the stage writes, none of which may exist afterwards
     files: Callable[[Path], None] = lambda folder: None
@@ -374,7 +375,7 @@ def run_stage(folder: Path, stage: str) -> subprocess.CompletedProcess:
 def test_stage_stops_with_one_error_line(tmp_path: Path, case: StageCase):
     folder = tmp_path.resolve()
     if case.params is not None:
-        (folder / "params.yaml").write_text(yaml.safe_dump(case.params), encoding="utf-8")
+        (folder / "params.yaml").write_text(yaml.safe_dump(repo_document(case.params)), encoding="utf-8")
     case.files(folder)
     result = run_stage(folder, case.stage)
     assert result.returncode == 1, result.stderr
@@ -392,7 +393,7 @@ def test_a_1000_word_caption_is_kept_and_only_training_truncates_it(tmp_path: Pa
     )(tmp_path)
     table = read_dataset("flickr30k", tmp_path / "f30k")
     assert {r.image: r.captions for r in table.images}["a.jpg"] == [THOUSAND_WORDS, "A dog ."]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"vocab": {"max_len": 24}}), encoding="utf-8")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(repo_document({"vocab": {"max_len": 24}})), encoding="utf-8")
     rows = [
         {"image": "a.png", "split": "train", "captions": [THOUSAND_WORDS, "a dog"]},
         {"image": "b.png", "split": "test", "captions": [THOUSAND_WORDS]},

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import FEATURE_DIM, REGIONS, VOCAB
+from repo_params import repo_params, repo_section
 from tiny_repo import TINY, copy_project, run, write_params
 
 from captioning import distributed
 from captioning.errors import ParamError
 from captioning.features.store import FeatureStore
-from captioning.params import TrainParams, parse_section
+from captioning.params import parse_section
 from captioning.training import CaptionSet, caption_loss, iterate_batches
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -74,9 +75,9 @@ def test_each_rank_takes_every_nth_caption_of_the_same_batches(feature_file):
 
 def test_one_node_uses_a_free_port_and_several_nodes_the_master():
     args = ["--model", "m.pt"]
-    one = distributed.torchrun_command(TrainParams(nproc_per_node=4), "stages.train", args)
+    one = distributed.torchrun_command(repo_params("train", nproc_per_node=4), "stages.train", args)
     assert one[1:] == ["-m", "torch.distributed.run", "--nproc_per_node=4", "--standalone", "-m", "stages.train", *args]
-    params = TrainParams(nproc_per_node=2, nnodes=3, node_rank=0, master_addr="10.0.0.1", master_port=1234)
+    params = repo_params("train", nproc_per_node=2, nnodes=3, node_rank=0, master_addr="10.0.0.1", master_port=1234)
     other = distributed.torchrun_command(params, "stages.train", [], node_rank=2)
     assert "--nnodes=3" in other and "--node_rank=2" in other and "--master_addr=10.0.0.1" in other
     assert "--master_port=1234" in other and "--standalone" not in other
@@ -101,7 +102,7 @@ def test_a_world_of_one_without_torchrun(monkeypatch):
 )
 def test_bad_distributed_params_name_the_key(values, key):
     with pytest.raises(ParamError) as raised:
-        parse_section("train", values)
+        parse_section("train", repo_section("train", **values))
     assert raised.value.key == key
 
 

@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from fixtures_real import LONG_CAPTION, make_coco, make_flickr8k, make_flickr30k, write_jpeg
+from repo_params import repo_document, repo_section
 
 from captioning.data.readers import detect_format, read_dataset
 from captioning.data.readers.split import KARPATHY_SIZES, seeded_split, split_sizes
@@ -253,19 +255,22 @@ def test_non_utf8_file_is_a_clear_error(tmp_path):
 
 
 def test_data_params_check_the_format():
-    params = parse_section("data", {"dataset": "flickr30k", "root": "downloads/f30k", "format": "kaggle_csv"})
+    params = parse_section(
+        "data", repo_section("data", dataset="flickr30k", root="downloads/f30k", format="kaggle_csv")
+    )
     assert params.format == "kaggle_csv"
     with pytest.raises(ParamError, match=r"data.format must be one of auto, karpathy, flickr8k_token"):
-        parse_section("data", {"dataset": "flickr8k", "root": "x", "format": "kaggle_csv"})
+        parse_section("data", repo_section("data", dataset="flickr8k", root="x", format="kaggle_csv"))
     with pytest.raises(ParamError, match=r"data.root must be the folder holding the flickr30k download"):
-        parse_section("data", {"dataset": "flickr30k"})
+        parse_section("data", repo_section("data", dataset="flickr30k"))
 
 
 def test_data_stage_reads_a_real_dataset_in_place(tmp_path, monkeypatch):
     mini = make_flickr30k(tmp_path / "downloads" / "flickr30k", "hf")
     work = tmp_path / "project"
     work.mkdir()
-    (work / "params.yaml").write_text("data:\n  dataset: flickr30k\n  root: ../downloads/flickr30k\n")
+    params = repo_document({"data": {"dataset": "flickr30k", "root": "../downloads/flickr30k"}})
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(work)
     monkeypatch.setattr(sys, "argv", ["stages/data.py"])
     spec = importlib.util.spec_from_file_location("data_stage", REPO / "stages" / "data.py")

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 from conftest import FEATURE_DIM, REGIONS
+from repo_params import repo_params
 from torch import nn
 
 from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
 from captioning.metrics import METRIC_KEYS
-from captioning.params import TrainParams
 from captioning.text.vocabulary import SPECIALS, Vocabulary, encode_captions
 from captioning.training import (
     CaptionSet,
@@ -65,7 +65,8 @@ def tiny_task(feature_file):
 def run_fit(make_decoder, tiny_task, scorer, **overrides):
     train, val, store = tiny_task
     options = dict(lr=0.01, epochs=5, batch_size=4, step_size=2, gamma=0.5, seed=0, precision="fp32", val_max_len=5)
-    params = TrainParams(**{**options, **overrides})
+    # the rest from params.yaml, except alpha_c: these runs keep the attention penalty on, as they always did
+    params = repo_params("train", **{**options, "alpha_c": 1.0, **overrides})
     decoder = make_decoder()
     decoder.set_feature_statistics(*feature_statistics(store, np.arange(len(NAMES))))
     epochs = []
