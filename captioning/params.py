@@ -1,16 +1,18 @@
 """params.yaml, one dataclass per stage, validated once when a stage starts.
 
-Every check raises ParamError with the key and the allowed values, so a typo in
-`dvc exp run -S train.lr=-1` stops the stage with one clear line.
+params.yaml holds every value; the dataclasses only say what each key accepts. Every check raises a
+one-line error naming the key and the allowed values, so a typo in `dvc exp run -S train.lr=-1` (or a key
+left out) stops the stage with one clear line.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the rules in the annotations are built once, with the classes.
 import dataclasses
 import math
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
 import yaml
 
@@ -27,6 +29,8 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 BAD_IMAGE_POLICIES = ("skip", "error")
 SELECT_BY = ("bleu_4", "cider", "meteor", "rouge_l")
 ATTENTION_KINDS = ("soft", "none")
+IMAGENET_VARIANTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
+IMPLEMENTATIONS = ("auto", "paper", "fast")
 
 
 def require(ok: bool, key: str, allowed: str, got: object) -> None:
@@ -35,167 +39,142 @@ def require(ok: bool, key: str, allowed: str, got: object) -> None:
 
 
 @dataclass(frozen=True)
-class DataParams:
-    dataset: str = "scenes"
-    root: str = ""
-    format: str = "auto"
-    seed: int = 0
-    num_train: int = 2000
-    num_val: int = 200
-    num_test: int = 200
-    image_size: int = 224
-    min_objects: int = 1
-    max_objects: int = 2
-    captions_per_image: int = 5
-    on_bad_image: str = "skip"
+class Rule:
+    """What one key accepts beyond its type: `allowed` completes the error's "must be ..."."""
+
+    allowed: str
+    accepts: Callable[[Any], bool]
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    return Rule(f"one of {', '.join(choices)}", lambda value: value in choices)
+
+
+def at_least(low: int, note: str = "") -> Rule:
+    return Rule(f"an integer >= {low}{note}", lambda value: value >= low)
+
+
+def number_at_least(low: float) -> Rule:
+    return Rule(f"a number >= {low}", lambda value: value >= low)
+
+
+def number_above(low: float) -> Rule:
+    return Rule(f"a number > {low}", lambda value: value > low)
+
+
+class Section:
+    """One params.yaml section. Each field declares its key's type and rule, `key: Annotated[type, rule]`, and
+    the key is named after the field. No field has a default: the values live in params.yaml only, so a key
+    left out is an error. check() holds what involves more than one key.
+    """
 
     def check(self) -> None:
-        require(self.dataset in DATASETS, "data.dataset", f"one of {', '.join(DATASETS)}", self.dataset)
+        """Checks that involve several keys (each key's own rule is declared beside its field)."""
+
+
+@dataclass(frozen=True)
+class DataParams(Section):
+    dataset: Annotated[str, one_of(DATASETS)]
+    root: str
+    format: str
+    seed: int
+    num_train: Annotated[int, at_least(1)]
+    num_val: Annotated[int, at_least(1)]
+    num_test: Annotated[int, at_least(1)]
+    image_size: Annotated[int, at_least(32)]
+    min_objects: Annotated[int, Rule("an integer from 1 to 9", lambda value: 1 <= value <= 9)]
+    max_objects: int
+    captions_per_image: Annotated[int, at_least(1)]
+    on_bad_image: Annotated[str, one_of(BAD_IMAGE_POLICIES)]
+
+    def check(self) -> None:
         if self.dataset in DATASET_FORMATS:
             formats = ("auto",) + DATASET_FORMATS[self.dataset]
             require(self.format in formats, "data.format", f"one of {', '.join(formats)}", self.format)
             require(bool(self.root), "data.root", f"the folder holding the {self.dataset} download", self.root)
-        for name in ("num_train", "num_val", "num_test"):
-            require(getattr(self, name) >= 1, f"data.{name}", "an integer >= 1", getattr(self, name))
-        require(self.image_size >= 32, "data.image_size", "an integer >= 32", self.image_size)
-        require(1 <= self.min_objects <= 9, "data.min_objects", "an integer from 1 to 9", self.min_objects)
         require(
             self.min_objects <= self.max_objects <= 9,
             "data.max_objects",
             f"an integer from data.min_objects ({self.min_objects}) to 9",
             self.max_objects,
         )
-        require(self.captions_per_image >= 1, "data.captions_per_image", "an integer >= 1", self.captions_per_image)
-        require(
-            self.on_bad_image in BAD_IMAGE_POLICIES,
-            "data.on_bad_image",
-            f"one of {', '.join(BAD_IMAGE_POLICIES)}",
-            self.on_bad_image,
-        )
 
 
 @dataclass(frozen=True)
-class VocabParams:
-    min_word_freq: int = 1
-    max_len: int = 20
-
-    def check(self) -> None:
-        require(self.min_word_freq >= 1, "vocab.min_word_freq", "an integer >= 1", self.min_word_freq)
-        require(self.max_len >= 1, "vocab.max_len", "an integer >= 1", self.max_len)
+class VocabParams(Section):
+    min_word_freq: Annotated[int, at_least(1)]
+    max_len: Annotated[int, at_least(1)]
 
 
 @dataclass(frozen=True)
-class FeaturesParams:
-    weights: str = "none"
-    imagenet_variant: str = "IMAGENET1K_V2"
-    seed: int = 0
-    image_size: int = 224
-    batch_size: int = 32
-    precision: str = "auto"
-    num_workers: int = 1
-    chunk_size: int = 256
-    nproc: int = 1
-
-    def check(self) -> None:
-        require(
-            self.weights in ("none", "imagenet") or self.weights.endswith((".pth", ".pt")),
-            "features.weights",
+class FeaturesParams(Section):
+    weights: Annotated[
+        str,
+        Rule(
             "none, imagenet or the path of a .pth/.pt state dict",
-            self.weights,
-        )
-        variants = ("IMAGENET1K_V1", "IMAGENET1K_V2")
-        require(
-            self.imagenet_variant in variants,
-            "features.imagenet_variant",
-            f"one of {', '.join(variants)}",
-            self.imagenet_variant,
-        )
-        require(self.image_size >= 32, "features.image_size", "an integer >= 32", self.image_size)
-        require(self.batch_size >= 1, "features.batch_size", "an integer >= 1", self.batch_size)
-        require(self.precision in PRECISIONS, "features.precision", f"one of {', '.join(PRECISIONS)}", self.precision)
-        require(self.num_workers >= 0, "features.num_workers", "an integer >= 0", self.num_workers)
-        require(self.chunk_size >= 1, "features.chunk_size", "an integer >= 1", self.chunk_size)
-        require(self.nproc >= 1, "features.nproc", "an integer >= 1", self.nproc)
+            lambda value: value in ("none", "imagenet") or value.endswith((".pth", ".pt")),
+        ),
+    ]
+    imagenet_variant: Annotated[str, one_of(IMAGENET_VARIANTS)]
+    seed: int
+    image_size: Annotated[int, at_least(32)]
+    batch_size: Annotated[int, at_least(1)]
+    precision: Annotated[str, one_of(PRECISIONS)]
+    num_workers: Annotated[int, at_least(0)]
+    chunk_size: Annotated[int, at_least(1)]
+    nproc: Annotated[int, at_least(1)]
 
 
 @dataclass(frozen=True)
-class EmbeddingsParams:
-    dim: int = 128
-    word2vec_path: str = ""
-    limit: int = 0
-    window: int = 5
-    epochs: int = 20
-    seed: int = 0
-    finetune: bool = True
-
-    def check(self) -> None:
-        require(self.dim >= 1, "embeddings.dim", "an integer >= 1", self.dim)
-        require(self.limit >= 0, "embeddings.limit", "an integer >= 0 (0 = no limit)", self.limit)
-        require(self.window >= 1, "embeddings.window", "an integer >= 1", self.window)
-        require(self.epochs >= 1, "embeddings.epochs", "an integer >= 1", self.epochs)
+class EmbeddingsParams(Section):
+    dim: Annotated[int, at_least(1)]
+    word2vec_path: str
+    limit: Annotated[int, at_least(0, " (0 = no limit)")]
+    window: Annotated[int, at_least(1)]
+    epochs: Annotated[int, at_least(1)]
+    seed: int
+    finetune: bool
 
 
 @dataclass(frozen=True)
-class ModelParams:
-    attention: str = "soft"
-    attention_dim: int = 512
-    decoder_dim: int = 512
-    dropout: float = 0.5
-    deep_output: bool = False
-
-    def check(self) -> None:
-        require(
-            self.attention in ATTENTION_KINDS, "model.attention", f"one of {', '.join(ATTENTION_KINDS)}", self.attention
-        )
-        require(self.attention_dim >= 1, "model.attention_dim", "an integer >= 1", self.attention_dim)
-        require(self.decoder_dim >= 1, "model.decoder_dim", "an integer >= 1", self.decoder_dim)
-        require(0 <= self.dropout < 1, "model.dropout", "a number in [0, 1)", self.dropout)
+class ModelParams(Section):
+    attention: Annotated[str, one_of(ATTENTION_KINDS)]
+    attention_dim: Annotated[int, at_least(1)]
+    decoder_dim: Annotated[int, at_least(1)]
+    dropout: Annotated[float, Rule("a number in [0, 1)", lambda value: 0 <= value < 1)]
+    deep_output: bool
+    implementation: Annotated[str, one_of(IMPLEMENTATIONS)]
 
 
 @dataclass(frozen=True)
-class TrainParams:
-    lr: float = 4e-4
-    epochs: int = 10
-    batch_size: int = 64
-    step_size: int = 4
-    gamma: float = 0.5
-    seed: int = 0
-    grad_clip: float = 5.0
-    alpha_c: float = 1.0
-    select_by: str = "bleu_4"
-    precision: str = "auto"
-    val_max_len: int = 30
-    feature_memory_gb: float = 8.0
-    nproc_per_node: int = 1
-    nnodes: int = 1
-    node_rank: int = 0
-    master_addr: str = "127.0.0.1"
-    master_port: int = 29500
+class TrainParams(Section):
+    lr: Annotated[float, Rule("a number > 0", lambda value: math.isfinite(value) and value > 0)]
+    epochs: Annotated[int, at_least(1)]
+    batch_size: Annotated[int, at_least(1)]
+    step_size: Annotated[int, at_least(1)]
+    gamma: Annotated[float, Rule("a number in (0, 1]", lambda value: 0 < value <= 1)]
+    seed: int
+    grad_clip: Annotated[float, number_above(0)]
+    alpha_c: Annotated[float, number_at_least(0)]
+    select_by: Annotated[str, one_of(SELECT_BY)]
+    precision: Annotated[str, one_of(PRECISIONS)]
+    val_max_len: Annotated[int, at_least(1)]
+    feature_memory_gb: Annotated[float, number_at_least(0)]
+    nproc_per_node: Annotated[int, at_least(1)]
+    nnodes: Annotated[int, at_least(1)]
+    node_rank: int
+    master_addr: Annotated[str, Rule("the address of node_rank 0", bool)]
+    master_port: Annotated[int, Rule("a port number (1-65535)", lambda value: 1 <= value <= 65535)]
 
     @property
     def world_size(self) -> int:
         return self.nproc_per_node * self.nnodes
 
     def check(self) -> None:
-        require(math.isfinite(self.lr) and self.lr > 0, "train.lr", "a number > 0", self.lr)
-        require(self.epochs >= 1, "train.epochs", "an integer >= 1", self.epochs)
-        require(self.batch_size >= 1, "train.batch_size", "an integer >= 1", self.batch_size)
-        require(self.step_size >= 1, "train.step_size", "an integer >= 1", self.step_size)
-        require(0 < self.gamma <= 1, "train.gamma", "a number in (0, 1]", self.gamma)
-        require(self.grad_clip > 0, "train.grad_clip", "a number > 0", self.grad_clip)
-        require(self.alpha_c >= 0, "train.alpha_c", "a number >= 0", self.alpha_c)
-        require(self.select_by in SELECT_BY, "train.select_by", f"one of {', '.join(SELECT_BY)}", self.select_by)
-        require(self.precision in PRECISIONS, "train.precision", f"one of {', '.join(PRECISIONS)}", self.precision)
-        require(self.val_max_len >= 1, "train.val_max_len", "an integer >= 1", self.val_max_len)
-        require(self.feature_memory_gb >= 0, "train.feature_memory_gb", "a number >= 0", self.feature_memory_gb)
-        require(self.nproc_per_node >= 1, "train.nproc_per_node", "an integer >= 1", self.nproc_per_node)
-        require(self.nnodes >= 1, "train.nnodes", "an integer >= 1", self.nnodes)
         last_node = self.nnodes - 1
         require(
             0 <= self.node_rank <= last_node, "train.node_rank", f"an integer from 0 to {last_node}", self.node_rank
         )
-        require(bool(self.master_addr), "train.master_addr", "the address of node_rank 0", self.master_addr)
-        require(1 <= self.master_port <= 65535, "train.master_port", "a port number (1-65535)", self.master_port)
         require(
             self.batch_size >= self.world_size,
             "train.batch_size",
@@ -205,21 +184,13 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
-class EvaluateParams:
-    beam_size: int = 5
-    max_len: int = 30
-    length_penalty: float = 1.0
-    batch_size: int = 50
-    figures: int = 4  # attention figures for the first N test images (reports/attention)
-    gallery_images: int = 100  # test images in reports/gallery.html
-
-    def check(self) -> None:
-        require(self.beam_size >= 1, "evaluate.beam_size", "an integer >= 1", self.beam_size)
-        require(self.max_len >= 1, "evaluate.max_len", "an integer >= 1", self.max_len)
-        require(self.length_penalty >= 0, "evaluate.length_penalty", "a number >= 0", self.length_penalty)
-        require(self.batch_size >= 1, "evaluate.batch_size", "an integer >= 1", self.batch_size)
-        require(self.figures >= 0, "evaluate.figures", "an integer >= 0", self.figures)
-        require(self.gallery_images >= 0, "evaluate.gallery_images", "an integer >= 0", self.gallery_images)
+class EvaluateParams(Section):
+    beam_size: Annotated[int, at_least(1)]
+    max_len: Annotated[int, at_least(1)]
+    length_penalty: Annotated[float, number_at_least(0)]
+    batch_size: Annotated[int, at_least(1)]
+    figures: Annotated[int, at_least(0)]  # attention figures for the first N test images (reports/attention)
+    gallery_images: Annotated[int, at_least(0)]  # test images in reports/gallery.html
 
 
 SECTIONS = {
@@ -252,25 +223,54 @@ def _coerce(key: str, value: object, kind: type) -> object:
     return value
 
 
-def parse_section(section: str, values: dict | None):
-    """Build and validate the dataclass of one params.yaml section from its raw mapping."""
+def _declared(cls: type) -> dict[str, tuple[type, list[Rule]]]:
+    """Each field's type and rules, from `name: Annotated[type, rule, ...]` (or a plain `name: type`)."""
+    declared = {}
+    for name, hint in typing.get_type_hints(cls, include_extras=True).items():
+        if typing.get_origin(hint) is Annotated:
+            kind, *extras = typing.get_args(hint)
+            declared[name] = (kind, [extra for extra in extras if isinstance(extra, Rule)])
+        else:
+            declared[name] = (hint, [])
+    return declared
+
+
+def parse_section(section: str, values: dict | None) -> Section:
+    """Build and validate the dataclass of one params.yaml section from its raw mapping.
+
+    Order: unknown keys, then each given key's type and rule, then keys left out, then the checks across keys.
+    """
     cls = SECTIONS[section]
-    values = values or {}
+    if values is None:
+        raise CaptioningError(f"params.yaml: {section} is missing (add the section; see the repository's params.yaml)")
     if not isinstance(values, dict):
         raise ParamError(section, "a mapping of keys to values", values)
-    hints = typing.get_type_hints(cls)
+    declared = _declared(cls)
     known = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
         if key not in known:
             raise ParamError(f"{section}.{key}", f"one of the known keys ({', '.join(known)})", "unknown key")
-        kwargs[key] = _coerce(f"{section}.{key}", value, hints[key])
+        kind, rules = declared[key]
+        kwargs[key] = _coerce(f"{section}.{key}", value, kind)
+        for rule in rules:
+            require(rule.accepts(kwargs[key]), f"{section}.{key}", rule.allowed, kwargs[key])
+    missing = [f"{section}.{key}" for key in known if key not in kwargs]
+    if len(missing) == 1:
+        raise CaptioningError(
+            f"params.yaml: {missing[0]} is missing (add it to the {section} section; see the repository's params.yaml)"
+        )
+    if missing:
+        raise CaptioningError(
+            f"params.yaml: {', '.join(missing)} are missing "
+            f"(add them to the {section} section; see the repository's params.yaml)"
+        )
     params = cls(**kwargs)
     params.check()
     return params
 
 
-def load_params(section: str, path: str | Path = "params.yaml"):
+def load_params(section: str, path: str | Path = "params.yaml") -> Section:
     """Read and validate one section of params.yaml."""
     path = Path(path)
     if not path.is_file():
@@ -279,4 +279,6 @@ def load_params(section: str, path: str | Path = "params.yaml"):
         document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise CaptioningError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(document, dict):
+        raise CaptioningError(f"{path}: must be a mapping of sections ({', '.join(SECTIONS)}), got {document!r}")
     return parse_section(section, document.get(section))

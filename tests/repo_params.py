@@ -1,7 +1,6 @@
 """The repository's params.yaml as tests start from it: its values, with the few a test changes.
 
-Tests take the values they do not care about from here rather than from the dataclasses' defaults, so that
-params.yaml is the one place that holds them.
+The dataclasses of captioning/params.py have no defaults, so a test that needs params takes the rest from here.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from captioning.params import parse_section
+from captioning.params import Section, parse_section
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -28,6 +27,6 @@ def repo_section(section: str, **changes) -> dict:
     return repo_document({section: changes})[section]
 
 
-def repo_params(section: str, **changes):
+def repo_params(section: str, **changes) -> Section:
     """One section's validated dataclass: the repository's values, with `changes`."""
     return parse_section(section, repo_section(section, **changes))

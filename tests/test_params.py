@@ -1,17 +1,20 @@
-"""captioning/params.py: every section of the real params.yaml parses; bad values name their key."""
+"""captioning/params.py: every section of the real params.yaml parses; bad and missing keys name their key."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
+from repo_params import PARAMS_YAML, repo_document, repo_section
 
 from captioning.errors import CaptioningError, ParamError
-from captioning.params import SECTIONS, TrainParams, load_params, parse_section
+from captioning.params import SECTIONS, load_params, parse_section
 
-PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
+REPO = PARAMS_YAML.parent
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
@@ -20,21 +23,61 @@ def test_each_section_of_the_real_params_yaml_parses_to_its_values(section):
     params = load_params(section, PARAMS_YAML)
     assert isinstance(params, SECTIONS[section])
     parsed = dataclasses.asdict(params)
-    assert set(raw) <= set(parsed)
+    assert set(raw) == set(parsed)
     for key, value in raw.items():
         assert parsed[key] == value, f"{section}.{key}"
 
 
-def test_a_missing_section_gives_the_defaults(tmp_path):
+def test_params_yaml_holds_every_key_and_the_dataclasses_hold_no_values():
+    """One source of the values: each field is a key of params.yaml and none carries a default of its own."""
+    document = yaml.safe_load(PARAMS_YAML.read_text(encoding="utf-8"))
+    assert set(document) == set(SECTIONS)
+    for section, cls in SECTIONS.items():
+        fields = dataclasses.fields(cls)
+        names = [f.name for f in fields]
+        assert [name for name in names if name not in document[section]] == [], f"not in params.yaml's {section}"
+        assert [key for key in document[section] if key not in names] == [], f"not fields of {cls.__name__}"
+        with_default = [f.name for f in fields if f.default is not dataclasses.MISSING]
+        with_factory = [f.name for f in fields if f.default_factory is not dataclasses.MISSING]
+        assert with_default == with_factory == [], f"{cls.__name__} carries defaults"
+
+
+def test_a_key_left_out_is_one_line_naming_it(tmp_path):
+    document = repo_document()
+    del document["train"]["lr"]
     path = tmp_path / "params.yaml"
-    path.write_text("train:\n  lr: 0.01\n", encoding="utf-8")
-    assert load_params("evaluate", path) == SECTIONS["evaluate"]()
-    assert load_params("train", path) == TrainParams(lr=0.01)
+    path.write_text(yaml.safe_dump(document), encoding="utf-8")
+    with pytest.raises(CaptioningError) as caught:
+        load_params("train", path)
+    assert str(caught.value) == (
+        "params.yaml: train.lr is missing (add it to the train section; see the repository's params.yaml)"
+    )
+    assert load_params("evaluate", path) == load_params("evaluate", PARAMS_YAML), "other sections are unaffected"
+
+
+def test_several_keys_left_out_are_named_together_and_a_section_left_out_too():
+    values = repo_section("model")
+    del values["dropout"], values["implementation"]
+    with pytest.raises(CaptioningError) as caught:
+        parse_section("model", values)
+    assert str(caught.value) == (
+        "params.yaml: model.dropout, model.implementation are missing "
+        "(add them to the model section; see the repository's params.yaml)"
+    )
+    with pytest.raises(CaptioningError, match=r"^params\.yaml: vocab is missing \(add the section"):
+        parse_section("vocab", None)
+
+
+def test_a_bad_value_is_named_before_the_keys_left_out():
+    with pytest.raises(ParamError, match="train.lr must be a number > 0"):
+        parse_section("train", {"lr": -1})
 
 
 def test_exponent_string_is_accepted_as_a_float(tmp_path):
+    text = PARAMS_YAML.read_text(encoding="utf-8")
+    assert "\n  lr: 0.001\n" in text and "\n  gamma: 0.5\n" in text
     path = tmp_path / "params.yaml"
-    path.write_text("train:\n  lr: 4e-4\n  gamma: 1\n", encoding="utf-8")
+    path.write_text(text.replace("\n  lr: 0.001\n", "\n  lr: 4e-4\n").replace("\n  gamma: 0.5\n", "\n  gamma: 1\n"))
     assert isinstance(yaml.safe_load(path.read_text())["train"]["lr"], str)  # what YAML 1.1 gives
     params = load_params("train", path)
     assert params.lr == pytest.approx(4e-4) and isinstance(params.lr, float)
@@ -57,6 +100,7 @@ def test_exponent_string_is_accepted_as_a_float(tmp_path):
         ("train", {"lerning_rate": 0.1}, "train.lerning_rate", "one of the known keys (lr, epochs"),
         ("model", {"dropout": 1.0}, "model.dropout", "a number in [0, 1)"),
         ("model", {"attention": "hard"}, "model.attention", "one of soft, none"),
+        ("model", {"implementation": "cuda"}, "model.implementation", "one of auto, paper, fast"),
         ("embeddings", {"finetune": "yes"}, "embeddings.finetune", "true or false"),
         ("embeddings", {"word2vec_path": 3}, "embeddings.word2vec_path", "a string"),
         ("evaluate", {"beam_size": 0}, "evaluate.beam_size", "an integer >= 1"),
@@ -71,7 +115,7 @@ def test_exponent_string_is_accepted_as_a_float(tmp_path):
 )
 def test_a_bad_value_raises_param_error_naming_key_and_allowed_values(section, values, key, allowed):
     with pytest.raises(ParamError) as caught:
-        parse_section(section, values)
+        parse_section(section, repo_section(section, **values))
     assert caught.value.key == key
     message = str(caught.value)
     assert message.startswith(f"params.yaml: {key} must be ")
@@ -84,9 +128,9 @@ def test_a_section_that_is_not_a_mapping_is_refused():
 
 
 def test_valid_overrides_are_kept():
-    params = parse_section("data", {"dataset": "flickr8k", "root": "/data/f8k", "format": "flickr8k_csv"})
+    params = parse_section("data", repo_section("data", dataset="flickr8k", root="/data/f8k", format="flickr8k_csv"))
     assert (params.dataset, params.root, params.format) == ("flickr8k", "/data/f8k", "flickr8k_csv")
-    assert parse_section("features", {"weights": "models/r50.pth"}).weights == "models/r50.pth"
+    assert parse_section("features", repo_section("features", weights="models/r50.pth")).weights == "models/r50.pth"
 
 
 def test_missing_or_broken_params_file_raises_captioning_error(tmp_path):
@@ -96,3 +140,33 @@ def test_missing_or_broken_params_file_raises_captioning_error(tmp_path):
     broken.write_text("train: [unclosed\n", encoding="utf-8")
     with pytest.raises(CaptioningError, match=r"broken\.yaml: not valid YAML"):
         load_params("train", broken)
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("- train\n", encoding="utf-8")
+    with pytest.raises(CaptioningError, match=r"listed\.yaml: must be a mapping of sections \(data, vocab"):
+        load_params("train", listed)
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (
+            lambda text: text.replace("  max_len: 24 ", "  #max_len: 24 "),
+            "error: params.yaml: vocab.max_len is missing "
+            "(add it to the vocab section; see the repository's params.yaml)",
+        ),
+    ],
+    ids=["missing"],
+)
+def test_a_stage_run_by_hand_stops_with_one_error_line(tmp_path, change, error):
+    text = PARAMS_YAML.read_text(encoding="utf-8")
+    line = next(number for number, row in enumerate(text.splitlines(), 1) if row.startswith("  max_len: 24 ")) + 1
+    (tmp_path / "params.yaml").write_text(change(text), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.vocab"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [row for row in result.stderr.splitlines() if row.startswith("error:")]
+    assert errors == [error.format(line=line)], result.stderr
+    assert not (tmp_path / "data").exists()
