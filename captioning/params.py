@@ -2,7 +2,7 @@
 
 params.yaml holds every value; the dataclasses only say what each key accepts. Every check raises a
 one-line error naming the key and the allowed values, so a typo in `dvc exp run -S train.lr=-1` (or a key
-left out) stops the stage with one clear line.
+left out, or written twice) stops the stage with one clear line.
 """
 
 # No `from __future__ import annotations`: the rules in the annotations are built once, with the classes.
@@ -270,13 +270,52 @@ def parse_section(section: str, values: dict | None) -> Section:
     return params
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: str, line: int):
+        super().__init__(f"line {line}: duplicate key {key}")
+        self.key, self.line = key, line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key written twice in one mapping is an error, not "the last one wins"."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        self._refuse_duplicate_keys(node, "", set())
+        return super().construct_document(node)
+
+    def _refuse_duplicate_keys(self, node: yaml.Node, where: str, visited: set[int]) -> None:
+        if id(node) in visited:  # an alias: already checked (and possibly recursive)
+            return
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor`, expanded by the constructor
+                    self._refuse_duplicate_keys(value_node, where, visited)
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                dotted = f"{where}.{key}" if where else str(key)
+                try:
+                    if key in seen:
+                        raise DuplicateKeyError(dotted, key_node.start_mark.line + 1)
+                    seen.add(key)
+                except TypeError:  # an unhashable key (a list as a key): the constructor reports it
+                    pass
+                self._refuse_duplicate_keys(value_node, dotted, visited)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._refuse_duplicate_keys(item, f"{where}[{index}]", visited)
+
+
 def load_params(section: str, path: str | Path = "params.yaml") -> Section:
     """Read and validate one section of params.yaml."""
     path = Path(path)
     if not path.is_file():
         raise CaptioningError(f"{path}: params file not found (run from the repository root)")
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
+    except DuplicateKeyError as error:
+        raise CaptioningError(f"{path}:{error.line}: duplicate key {error.key}") from None
     except yaml.YAMLError as error:
         raise CaptioningError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(document, dict):

@@ -120,6 +120,12 @@ PARAM_CASES = [
     pytest.param(
         "train", "train: 5", "params.yaml: train must be a mapping of keys to values, got 5", id="section-scalar"
     ),
+    pytest.param(
+        "train",
+        "train:\n  lr: 0.001\n  epochs: 10\n  lr: 0.01",
+        "{path}:4: duplicate key train.lr",
+        id="duplicate-key",
+    ),
     pytest.param("train", "train: [\n", "{path}: not valid YAML (while parsing a flow node)", id="broken-yaml"),
     pytest.param("train", None, "{path}: params file not found (run from the repository root)", id="no-params-file"),
 ]

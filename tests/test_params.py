@@ -1,9 +1,10 @@
-"""captioning/params.py: every section of the real params.yaml parses; bad and missing keys name their key."""
+"""captioning/params.py: every section of the real params.yaml parses; bad, missing and repeated keys name their key."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import yaml
 from repo_params import PARAMS_YAML, repo_document, repo_section
 
 from captioning.errors import CaptioningError, ParamError
-from captioning.params import SECTIONS, load_params, parse_section
+from captioning.params import SECTIONS, UniqueKeyLoader, load_params, parse_section
 
 REPO = PARAMS_YAML.parent
 
@@ -146,6 +147,39 @@ def test_missing_or_broken_params_file_raises_captioning_error(tmp_path):
         load_params("train", listed)
 
 
+def test_a_key_written_twice_is_refused_with_its_line(tmp_path):
+    text = PARAMS_YAML.read_text(encoding="utf-8")
+    line = text.splitlines().index("  lr: 0.001") + 1
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("  lr: 0.001\n", "  lr: 0.001\n  lr: 0.01\n"), encoding="utf-8")
+    with pytest.raises(CaptioningError) as caught:
+        load_params("evaluate", path)  # the whole file is refused, whichever section a stage reads
+    assert str(caught.value) == f"{path}:{line + 1}: duplicate key train.lr"
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(text + "train:\n  lr: 0.01\n", encoding="utf-8")
+    with pytest.raises(CaptioningError, match=rf"twice\.yaml:{len(text.splitlines()) + 1}: duplicate key train$"):
+        load_params("train", twice)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("a:\n  b:\n    - {c: 1, d: 2, c: 3}\n", "3: duplicate key a.b[0].c"),
+        ("a:\n  1: x\n  2: y\n  1: z\n", "4: duplicate key a.1"),
+        ("a: {b: {c: {d: 1}}, b: 2}\n", "1: duplicate key a.b"),
+    ],
+)
+def test_duplicate_keys_are_found_at_any_depth(text, where):
+    with pytest.raises(yaml.YAMLError, match=f"^line {re.escape(where)}$"):
+        yaml.load(text, Loader=UniqueKeyLoader)
+
+
+def test_the_loader_reads_what_safe_load_reads_when_no_key_repeats():
+    text = "base: &base {x: 1, y: [1, 2]}\nother:\n  <<: *base\n  x: 2\nsame: *base\n"
+    assert yaml.load(text, Loader=UniqueKeyLoader) == yaml.safe_load(text)
+    assert yaml.load(PARAMS_YAML.read_text(), Loader=UniqueKeyLoader) == yaml.safe_load(PARAMS_YAML.read_text())
+
+
 @pytest.mark.parametrize(
     ("change", "error"),
     [
@@ -154,8 +188,12 @@ def test_missing_or_broken_params_file_raises_captioning_error(tmp_path):
             "error: params.yaml: vocab.max_len is missing "
             "(add it to the vocab section; see the repository's params.yaml)",
         ),
+        (
+            lambda text: text.replace("  max_len: 24 ", "  max_len: 2\n  max_len: 24 "),
+            "error: params.yaml:{line}: duplicate key vocab.max_len",
+        ),
     ],
-    ids=["missing"],
+    ids=["missing", "duplicate"],
 )
 def test_a_stage_run_by_hand_stops_with_one_error_line(tmp_path, change, error):
     text = PARAMS_YAML.read_text(encoding="utf-8")
