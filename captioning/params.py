@@ -27,6 +27,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 BAD_IMAGE_POLICIES = ("skip", "error")
 SELECT_BY = ("bleu_4", "cider", "meteor", "rouge_l")
 ATTENTION_KINDS = ("soft", "none")
+IMPLEMENTATIONS = ("auto", "paper", "fast")
 
 
 def require(ok: bool, key: str, allowed: str, got: object) -> None:
@@ -142,8 +143,15 @@ class ModelParams:
     decoder_dim: int = 512
     dropout: float = 0.5
     deep_output: bool = False
+    implementation: str = "auto"
 
     def check(self) -> None:
+        require(
+            self.implementation in IMPLEMENTATIONS,
+            "model.implementation",
+            f"one of {', '.join(IMPLEMENTATIONS)}",
+            self.implementation,
+        )
         require(
             self.attention in ATTENTION_KINDS, "model.attention", f"one of {', '.join(ATTENTION_KINDS)}", self.attention
         )
