@@ -5,7 +5,8 @@ in the tutorial's way: the attention projection W_f f of all regions recomputed 
 beam, the context as the weighted sum of the regions, nn.LSTMCell on [embedding; beta * context]. It
 implements the same search: a finished beam keeps its score and continues with <end> at no cost; the
 search stops when every beam has ended or after max_len steps; the caption is the beam with the best
-score / length ** length_penalty. Both must return the same captions.
+score / length ** length_penalty. Both must return the same captions. The batched search runs with
+the fast decoder (model.implementation: auto) and, for comparison, with the literal one (paper).
 
 The model is models/model.pt, or, without it, a decoder shaped as params.yaml's model section trained
 for a few hundred batches on the pipeline's training captions (cached); the images are the first test
@@ -28,7 +29,7 @@ import torch
 from _timing import interleaved, machine_header, median, table, verdict
 
 from captioning.decoding import beam_search
-from captioning.model import CaptionDecoder, DecoderConfig
+from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 
 GOAL = 20.0
 START, END = 1, 2
@@ -114,21 +115,23 @@ def train_pipeline_model(features_path: Path, captions_path: Path, vocab_path: P
         ).encode()
     ).hexdigest()[:12]
     cache = Path(tempfile.gettempdir()) / f"captioning-beam-benchmark-{key}.pt"
+    store = FeatureStore(features_path)
     config = DecoderConfig(
         vocab_size=len(words),
         embed_dim=128,
+        feature_dim=store.shape[2],
         decoder_dim=model.decoder_dim,
         attention_dim=model.attention_dim,
         dropout=model.dropout,
         attention=model.attention,
         deep_output=model.deep_output,
     )
-    decoder = CaptionDecoder(config)
+    decoder = build_decoder(config, "fast")
     if cache.is_file():
+        store.close()
         decoder.load_state_dict(torch.load(cache, weights_only=True))
         return decoder.eval()
     encoded = np.load(captions_path)
-    store = FeatureStore(features_path)
     table = json.loads(Path(features_path.parent / "dataset.json").read_text())["images"]
     rows = store.rows_for([table[i]["image"] for i in encoded["image_index"]])
     decoder.set_feature_statistics(*feature_statistics(store, np.unique(rows)))
@@ -170,6 +173,12 @@ def main() -> None:
     data = Path("data")
     features_path, table_path = data / "features.h5", data / "dataset.json"
     captions_path, vocab_path = data / "captions.npz", data / "vocab.json"
+    missing = [str(p) for p in (features_path, table_path, captions_path, vocab_path) if not p.is_file()]
+    if missing:
+        raise SystemExit(
+            f"error: {', '.join(missing)} not found: this benchmark reads the default pipeline's outputs "
+            "(run `dvc repro` first)"
+        )
     if args.model.is_file():
         from captioning.checkpoint import load_model
 
@@ -192,6 +201,15 @@ def main() -> None:
             tokens += beam_search(decoder, features[i : i + args.batch_size], START, END, **options).tokens
         results["batched"] = tokens
 
+    paper = build_decoder(decoder.config, "paper").eval()
+    paper.load_state_dict(decoder.state_dict())
+
+    def batched_paper() -> None:
+        tokens = []
+        for i in range(0, count, args.batch_size):
+            tokens += beam_search(paper, features[i : i + args.batch_size], START, END, **options).tokens
+        results["batched paper"] = tokens
+
     def per_image() -> None:
         STEPS.clear()
         results["reference"] = [reference_beam_search(decoder, features[i : i + 1], **options) for i in range(count)]
@@ -199,10 +217,12 @@ def main() -> None:
     beam_search(decoder, features[:2], START, END, **options)  # warm-up
     reference_beam_search(decoder, features[:1], **options)
     start = time.perf_counter()
-    seconds = interleaved({"batched": batched, "per-image reference": per_image}, args.repeats)
+    beam_search(paper, features[:2], START, END, **options)
+    candidates = {"batched": batched, "per-image reference": per_image, "batched paper": batched_paper}
+    seconds = interleaved(candidates, args.repeats)
     total = time.perf_counter() - start
 
-    same = sum(a == b for a, b in zip(results["batched"], results["reference"]))
+    same = sum(a == b == c for a, b, c in zip(results["batched"], results["reference"], results["batched paper"]))
     mean_length = np.mean([len(t) for t in results["batched"]])
     rates = {name: count / median(values) for name, values in seconds.items()}
     ratio = rates["batched"] / rates["per-image reference"]
@@ -216,10 +236,16 @@ def main() -> None:
         table(
             [
                 (
-                    f"captioning.decoding.beam_search (batches of {args.batch_size})",
+                    f"captioning.decoding.beam_search, fast decoder (batches of {args.batch_size})",
                     "images/s",
                     rates["batched"],
                     ratio,
+                ),
+                (
+                    f"captioning.decoding.beam_search, paper decoder (batches of {args.batch_size})",
+                    "images/s",
+                    rates["batched paper"],
+                    rates["batched paper"] / rates["per-image reference"],
                 ),
                 (
                     "per-image reference (projection recomputed each step)",

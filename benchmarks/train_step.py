@@ -3,7 +3,9 @@
 Both see the same captions (random words, 8-17 tokens with <start> and <end>) and the same 49 x 2048
 region features, at embedding/attention/decoder 512/512/512, vocabulary 10,000, batch 32.
   ours:      captioning.training.caption_loss on length-bucketed batches (length_bucketed_batches),
-             bf16 autocast where the CPU supports it (train.precision: auto), features as float16 rows.
+             bf16 autocast where the CPU supports it (train.precision: auto), features as float16 rows,
+             with the fast decoder (captioning/model/fast.py, model.implementation: auto) and, in the
+             same conditions, with the literal one (captioning/model/paper.py, model.implementation: paper).
   reference: written below in the style of the widely copied tutorial: the encoder-side attention
              projection Linear(2048->512) applied to all 49 regions at every step, a vector gate
              sigmoid(f_beta(h)) of size 2048, nn.LSTMCell on [embedding; gated context], each batch sorted
@@ -30,7 +32,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from captioning.device import autocast, resolve_precision
 from captioning.features.store import FeatureStore, FeatureWriter
-from captioning.model import CaptionDecoder, DecoderConfig
+from captioning.model import DecoderConfig, build_decoder
 from captioning.training import CaptionSet, WaitClock, caption_loss, iterate_batches, length_bucketed_batches
 
 GOAL = 5.0
@@ -160,11 +162,21 @@ def main() -> None:
     torch.manual_seed(0)
     # The tutorial's decoder reads words off h alone: compare the same model, without the deep output.
     config = DecoderConfig(
-        vocab_size=args.vocab, embed_dim=args.dim, decoder_dim=args.dim, attention_dim=args.dim, deep_output=False
+        vocab_size=args.vocab,
+        embed_dim=args.dim,
+        feature_dim=FEATURE_DIM,
+        decoder_dim=args.dim,
+        attention_dim=args.dim,
+        dropout=0.5,
+        attention="soft",
+        deep_output=False,
     )
-    ours = CaptionDecoder(config).train()
+    ours = build_decoder(config, "fast").train()
+    paper = build_decoder(config, "paper").train()
+    paper.load_state_dict(ours.state_dict())
     reference = TutorialDecoder(args.vocab, args.dim, args.dim, args.dim).train()
     ours_optimizer = torch.optim.Adam(ours.parameters(), lr=4e-4, fused=True)  # as fit() makes it
+    paper_optimizer = torch.optim.Adam(paper.parameters(), lr=4e-4, fused=True)
     reference_optimizer = torch.optim.Adam(reference.parameters(), lr=4e-4)
 
     # The same captions: length-bucketed for ours, random batches (sorted inside) for the reference.
@@ -186,6 +198,10 @@ def main() -> None:
         for batch in random_batches:
             train_step(reference, reference_optimizer, tutorial_loss, batch, "fp32")
 
+    def run_paper():
+        for batch in bucketed:
+            train_step(paper, paper_optimizer, ours_loss, batch, precision)
+
     def run_ours_fp32():
         for batch in bucketed:
             train_step(ours, ours_optimizer, ours_loss, batch, "fp32")
@@ -193,9 +209,14 @@ def main() -> None:
     train_step(ours, ours_optimizer, ours_loss, bucketed[0], precision)  # warm-up
     train_step(ours, ours_optimizer, ours_loss, bucketed[0], "fp32")
     train_step(reference, reference_optimizer, tutorial_loss, random_batches[0], "fp32")
-    candidates = {f"ours ({precision}, length-bucketed)": run_ours, "reference (tutorial design, fp32)": run_reference}
+    train_step(paper, paper_optimizer, ours_loss, bucketed[0], precision)
+    candidates = {
+        f"ours, fast ({precision}, length-bucketed)": run_ours,
+        "reference (tutorial design, fp32)": run_reference,
+        f"ours, paper module ({precision}, length-bucketed)": run_paper,
+    }
     if precision != "fp32":
-        candidates["ours (fp32, length-bucketed)"] = run_ours_fp32
+        candidates["ours, fast (fp32, length-bucketed)"] = run_ours_fp32
     seconds = interleaved(candidates, args.repeats)
 
     with tempfile.TemporaryDirectory(prefix="train-bench-") as temporary:

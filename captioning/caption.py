@@ -30,7 +30,7 @@ from captioning.device import autocast, resolve_precision, select_device
 from captioning.errors import CaptioningError
 from captioning.features.encoder import FEATURE_DIM, FrozenEncoder, build_encoder
 from captioning.features.extract import encoder_fingerprint
-from captioning.model.decoder import CaptionDecoder
+from captioning.model import CaptionDecoder
 from captioning.text.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)

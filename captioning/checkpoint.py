@@ -13,7 +13,7 @@ import torch
 
 from captioning.errors import CaptioningError
 from captioning.io import atomic_path
-from captioning.model.decoder import CaptionDecoder, DecoderConfig
+from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 
 
 def save_model(path: str | Path, decoder: CaptionDecoder, words: list[str], feature_recipe: dict, **extra) -> None:
@@ -29,8 +29,10 @@ def save_model(path: str | Path, decoder: CaptionDecoder, words: list[str], feat
         torch.save(payload, temporary)
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[CaptionDecoder, dict]:
-    """The decoder (in eval mode) and the whole payload (words, feature_recipe, ...)."""
+def load_model(
+    path: str | Path, map_location: str | torch.device = "cpu", implementation: str = "auto"
+) -> tuple[CaptionDecoder, dict]:
+    """The decoder (in eval mode, as `implementation`: auto, paper or fast) and the whole payload (words, ...)."""
     path = Path(path)
     if not path.is_file():
         raise CaptioningError(f"{path}: model file not found (run the train stage)")
@@ -41,7 +43,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     if not isinstance(payload, dict) or payload.get("format") != "captioning-model/1":
         raise CaptioningError(f"{path}: not a model file written by this project")
     try:
-        decoder = CaptionDecoder(DecoderConfig(**payload["config"]))
+        decoder = build_decoder(DecoderConfig(**payload["config"]), implementation)
         decoder.load_state_dict(payload["state_dict"])
     except (TypeError, RuntimeError) as error:
         first = str(error).strip().splitlines()[-1].strip()

@@ -7,17 +7,27 @@ context module, and both decode many images at once as one tensor program.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from captioning.model.decoder import CaptionDecoder
+from captioning.model import CaptionDecoder
 
 
 @dataclass
 class Decoded:
     tokens: list[list[int]]  # word ids per image, without <start> and <end>
     weights: list[np.ndarray]  # attention weights per image: (len(tokens), regions)
+
+
+class BeamStep(NamedTuple):
+    """What beam search keeps of one step to follow the chosen beams back at the end."""
+
+    words: torch.Tensor  # (rows,) the word each beam row took
+    source: torch.Tensor  # (rows,) the row of the previous step it continues
+    weights: torch.Tensor  # (rows, regions) its attention at this step
+    kept: torch.Tensor | None  # rows kept when settled images left the batch after this step, else None
 
 
 def _trim(history: torch.Tensor, weight_history: torch.Tensor, end: int) -> Decoded:
@@ -34,13 +44,11 @@ def greedy_decode(decoder: CaptionDecoder, features: torch.Tensor, start: int, e
     """The most probable word at every step, for a batch of images (B, R, F)."""
     encoded = decoder.encode(features)
     state = decoder.initial_state(encoded)
-    encoded = encoded.for_steps()
-    table = decoder.word_gate_table(lookups=features.shape[0] * max_len)
     words = torch.full((features.shape[0],), start, dtype=torch.long, device=features.device)
     finished = torch.zeros_like(words, dtype=torch.bool)
     history, weight_history = [], []
     for _ in range(max_len):
-        logits, state, weights = decoder.step(words, state, encoded, table)
+        logits, state, weights = decoder.step(words, state, encoded)
         words = torch.where(finished, torch.full_like(words, end), logits.argmax(dim=1))
         history.append(words)
         weight_history.append(weights)
@@ -67,16 +75,16 @@ def beam_search(
     image is the one with the highest score / length ** length_penalty, ended or not.
 
     Speed without changing the result: the K beams of an image share its encoded tensors (one row
-    per image, see CaptionDecoder.step) instead of K copies; an image whose beams have all ended is
+    per image, see captioning/model/__init__.py) instead of K copies; an image whose beams have all ended is
     settled at once (what further steps would do to it cannot change its result), and once a quarter
     of the images in the batch are settled their rows leave it (each removal copies the per-image
     tensors of the rest, so removing one image at a time would cost more than it saves).
     """
+    if max_len < 1:
+        raise ValueError(f"beam search needs max_len >= 1, got {max_len}")
     batch, k, device = features.shape[0], beam_size, features.device
     encoded = decoder.encode(features)  # one row per image, shared by its K beams
     state = decoder.initial_state(encoded)  # one row per image until the first step has run
-    encoded = encoded.for_steps()
-    table = decoder.word_gate_table(lookups=batch * k * max_len)
     images = torch.arange(batch, device=device)  # which image each remaining row of `encoded` is
     settled = torch.zeros(batch, dtype=torch.bool, device=device)  # per remaining image
     scores = torch.zeros(batch, k, device=device)
@@ -84,12 +92,12 @@ def beam_search(
     words = torch.full((batch,), start, dtype=torch.long, device=device)
     finished = torch.zeros(batch * k, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch * k, device=device)
-    trail = []  # per step: (words, source rows, weights, rows kept after the step or None)
+    trail: list[BeamStep] = []
     settled_step = torch.full((batch,), -1, dtype=torch.long, device=device)
     settled_row = torch.zeros(batch, dtype=torch.long, device=device)  # the chosen beam's row at that step
     ended = None  # what a finished beam may continue with: <end> at no cost, nothing else
     for step in range(max_len):
-        logits, state, weights = decoder.step(words, state, encoded, table)
+        logits, state, weights = decoder.step(words, state, encoded)
         if step == 0:  # the K beams of an image are still one: computed once, then copied
             logits, weights = logits.repeat_interleave(k, dim=0), weights.repeat_interleave(k, dim=0)
             state = (state[0].repeat_interleave(k, dim=0), state[1].repeat_interleave(k, dim=0))
@@ -107,7 +115,7 @@ def beam_search(
         lengths = lengths[source] + (~finished[source]).float()
         finished = finished[source] | (words == end)
         state = (state[0][source], state[1][source])
-        trail.append([words, source, weights, None])
+        trail.append(BeamStep(words, source, weights, None))
         done = finished.view(-1, k).all(dim=1) if step < max_len - 1 else torch.ones_like(settled)
         newly = done & ~settled
         if not bool(newly.any()):
@@ -123,7 +131,7 @@ def beam_search(
             continue
         remaining = (~settled).nonzero().squeeze(1)
         rows = (remaining.unsqueeze(1) * k + torch.arange(k, device=device)).view(-1)
-        trail[-1][3] = rows
+        trail[-1] = trail[-1]._replace(kept=rows)
         images, encoded, scores, settled = (
             images[remaining],
             encoded.select(remaining),
@@ -132,15 +140,15 @@ def beam_search(
         )
         words, finished, lengths = words[rows], finished[rows], lengths[rows]
         state = (state[0][rows], state[1][rows])
-    if not trail:  # max_len 0
-        return Decoded([[] for _ in range(batch)], [np.zeros((0, encoded.keys.shape[1]), np.float32)] * batch)
     return _trim(*_backtrack(trail, settled_step, settled_row), end)
 
 
-def _backtrack(trail: list, settled_step: torch.Tensor, settled_row: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _backtrack(
+    trail: list[BeamStep], settled_step: torch.Tensor, settled_row: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each image's chosen beam, followed back from the step it was settled at: tokens (B, T), weights (B, T, N)."""
     batch, steps = settled_step.shape[0], len(trail)
-    regions = trail[0][2].shape[1]
+    regions = trail[0].weights.shape[1]
     tokens = torch.zeros(batch, steps, dtype=torch.long, device=settled_step.device)
     weights = torch.zeros(batch, steps, regions, device=settled_step.device)
     following = torch.zeros(batch, dtype=torch.bool, device=settled_step.device)

@@ -17,7 +17,7 @@ from captioning.data.table import CaptionTable
 from captioning.decoding import Decoded
 from captioning.features.store import FeatureStore
 from captioning.grounding import grounding_scores, object_accuracy
-from captioning.model.decoder import CaptionDecoder
+from captioning.model import CaptionDecoder
 from captioning.text.vocabulary import Vocabulary
 
 

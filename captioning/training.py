@@ -26,7 +26,7 @@ from captioning.evaluation import EvaluationImages, decode_captions
 from captioning.features.store import FeatureStore
 from captioning.io import atomic_path
 from captioning.metrics import CaptionScorer
-from captioning.model.decoder import CaptionDecoder
+from captioning.model import CaptionDecoder, paper
 from captioning.params import TrainParams
 from captioning.text.vocabulary import Vocabulary
 
@@ -94,12 +94,10 @@ def caption_loss(
     it) the sums are divided by those instead: the ranks' losses then add up to the global batch's loss.
     `decoder` may be wrapped in DistributedDataParallel.
     """
-    logits, targets, weight_sums = decoder(features, captions, lengths)
+    scores, targets, weight_sums = decoder(features, captions, lengths)
     tokens, count = global_counts or (len(targets), len(lengths))
-    loss = nn.functional.cross_entropy(logits.float(), targets, reduction="sum") / tokens
-    if alpha_c and distributed.unwrap(decoder).context.attends:
-        loss = loss + alpha_c * ((1.0 - weight_sums) ** 2).mean(dim=1).sum() / count  # (B, N) -> per caption
-    return loss
+    penalty = alpha_c if distributed.unwrap(decoder).context.attends else 0.0  # no attention, nothing to penalise
+    return paper.caption_loss(scores, targets, weight_sums, penalty, tokens, count)
 
 
 def feature_statistics(store: FeatureStore, rows: np.ndarray, sample: int = 512, seed: int = 0):

@@ -19,7 +19,7 @@ from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
 from captioning.io import run_fingerprint
 from captioning.metrics import CaptionScorer
-from captioning.model import CaptionDecoder, DecoderConfig
+from captioning.model import DecoderConfig, build_decoder
 from captioning.params import load_params
 from captioning.text.vocabulary import Vocabulary
 from captioning.training import CaptionSet, feature_statistics, fit
@@ -66,7 +66,7 @@ def main() -> None:
     )
     device = world.device
     precision = resolve_precision(params.precision, device)
-    decoder = CaptionDecoder(config)
+    decoder = build_decoder(config, model_params.implementation)
     decoder.load_embeddings(embeddings, finetune)
     decoder.set_feature_statistics(*feature_statistics(store, np.unique(train.feature_rows), seed=params.seed))
     decoder.to(device)

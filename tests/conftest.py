@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from captioning.features.store import FeatureWriter
-from captioning.model.decoder import CaptionDecoder, DecoderConfig
+from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 
 VOCAB, EMBED, FEATURE_DIM, REGIONS, HIDDEN = 12, 16, 8, 5, 16
 
@@ -35,10 +35,16 @@ def one_thread_each():
 
 @pytest.fixture
 def make_decoder() -> Callable[..., CaptionDecoder]:
-    """A seeded tiny CaptionDecoder in eval mode, with non-trivial feature statistics."""
+    """A seeded tiny decoder (fast by default, or implementation="paper") in eval mode, with non-trivial
+    feature statistics. The same seed gives the same parameters in both implementations."""
 
     def make(
-        attention: str = "soft", seed: int = 0, dropout: float = 0.0, vocab_size: int = VOCAB, deep_output: bool = False
+        attention: str = "soft",
+        seed: int = 0,
+        dropout: float = 0.0,
+        vocab_size: int = VOCAB,
+        deep_output: bool = False,
+        implementation: str = "fast",
     ) -> CaptionDecoder:
         torch.manual_seed(seed)
         config = DecoderConfig(
@@ -51,7 +57,7 @@ def make_decoder() -> Callable[..., CaptionDecoder]:
             attention=attention,
             deep_output=deep_output,
         )
-        decoder = CaptionDecoder(config)
+        decoder = build_decoder(config, implementation)
         decoder.set_feature_statistics(torch.randn(FEATURE_DIM) * 0.1, torch.rand(FEATURE_DIM) + 0.5)
         return decoder.eval()
 

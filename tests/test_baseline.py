@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from captioning.decoding import beam_search, greedy_decode
-from captioning.model.attention import GlobalContext, SoftAttention
+from captioning.model.paper import GlobalContext, SoftAttention
 from captioning.training import caption_loss
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -26,15 +26,17 @@ def test_the_two_models_differ_only_in_their_context_module(make_decoder, deep_o
     assert differing == ({"lstm.weight_ih", "output_context.weight"} if deep_output else {"lstm.weight_ih"})
 
 
-def test_the_baseline_context_is_the_same_at_every_step(make_decoder, features):
-    decoder = make_decoder("none")
+@pytest.mark.parametrize("implementation", ["paper", "fast"])
+def test_the_baseline_context_is_the_same_at_every_step(make_decoder, features, implementation):
+    decoder = make_decoder("none", implementation=implementation)
     encoded = decoder.encode(features(3))
     state = decoder.initial_state(encoded)
     words = torch.full((3,), START)
     for _ in range(3):
         _, state, weights = decoder.step(words, state, encoded)
         assert weights.shape == (3, 1) and torch.all(weights == 1)
-    assert encoded.values.shape[1] == 1, "one global vector per image"
+    values = encoded.values if implementation == "paper" else encoded.projected_values
+    assert values.shape[1] == 1, "one global vector per image"
 
 
 @pytest.mark.parametrize("attention", ["soft", "none"])

@@ -37,7 +37,14 @@ def fingerprint() -> str:
 def write_model(path: Path, fingerprint: str, **recipe) -> Path:
     torch.manual_seed(0)
     config = DecoderConfig(
-        vocab_size=len(WORDS), embed_dim=8, feature_dim=2048, decoder_dim=16, attention_dim=16, dropout=0.0
+        vocab_size=len(WORDS),
+        embed_dim=8,
+        feature_dim=2048,
+        decoder_dim=16,
+        attention_dim=16,
+        dropout=0.0,
+        attention="soft",
+        deep_output=False,
     )
     decoder = CaptionDecoder(config)
     with torch.no_grad():  # like a trained model: never <pad>, <start> or <unk>; never <end>: every caption is MAX_LEN

@@ -9,10 +9,18 @@ import torch
 from conftest import REGIONS
 
 from captioning.decoding import beam_search, greedy_decode
-from captioning.model.decoder import EncodedImages
+from captioning.model import build_decoder
+from captioning.model.paper import EncodedImages
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 START, END, MAX_LEN = 1, 2, 8
+
+
+def as_paper(decoder):
+    """The literal module with the decoder's parameters."""
+    paper = build_decoder(decoder.config, "paper").eval()
+    paper.load_state_dict(decoder.state_dict())
+    return paper
 
 
 def greedy_by_hand(decoder, region_features):
@@ -32,8 +40,9 @@ def greedy_by_hand(decoder, region_features):
     return results
 
 
-def test_greedy_decode_takes_the_most_probable_word_until_end(make_decoder, features):
-    decoder, region_features = make_decoder(seed=3), features(6)
+@pytest.mark.parametrize("implementation", ["paper", "fast"])
+def test_greedy_decode_takes_the_most_probable_word_until_end(make_decoder, features, implementation):
+    decoder, region_features = make_decoder(seed=3, implementation=implementation), features(6)
     decoded = greedy_decode(decoder, region_features, START, END, MAX_LEN)
     assert decoded.tokens == greedy_by_hand(decoder, region_features)
     for tokens, weights in zip(decoded.tokens, decoded.weights):
@@ -70,8 +79,9 @@ def test_batched_beam_search_equals_one_image_at_a_time(make_decoder, features, 
 
 
 def beam_search_by_hand(decoder, one_image, beam_size, length_penalty):
-    """One image, its K beams as K rows with K copies of its tensors, each step by `reference_step`."""
+    """One image, its K beams as K rows with K copies of its tensors, each step by the literal module."""
     k = beam_size
+    decoder = as_paper(decoder)
     encoded = decoder.encode(one_image)
     hidden, cell = decoder.initial_state(encoded)
     state, copies = (hidden.expand(k, -1), cell.expand(k, -1)), encoded.select(torch.zeros(k, dtype=torch.long))
@@ -79,7 +89,7 @@ def beam_search_by_hand(decoder, one_image, beam_size, length_penalty):
     words, finished, lengths = torch.full((k,), START), torch.zeros(k, dtype=torch.bool), torch.zeros(k)
     histories = [[] for _ in range(k)]
     for _ in range(MAX_LEN):
-        logits, state, _ = decoder.reference_step(words, state, copies)
+        logits, state, _ = decoder.step(words, state, copies)
         log_probs = torch.log_softmax(logits, dim=1)
         log_probs[finished] = float("-inf")
         log_probs[finished, END] = 0.0  # an ended beam continues with <end> at no cost
@@ -95,10 +105,13 @@ def beam_search_by_hand(decoder, one_image, beam_size, length_penalty):
     return best_tokens[: best_tokens.index(END)] if END in best_tokens else best_tokens
 
 
+@pytest.mark.parametrize("implementation", ["paper", "fast"])
 @pytest.mark.parametrize(("seed", "length_penalty"), [(0, 1.0), (0, 0.5), (2, 0.0), (2, 1.0)])
-def test_beam_search_equals_a_beam_search_written_out_by_hand(make_decoder, features, seed, length_penalty):
+def test_beam_search_equals_a_beam_search_written_out_by_hand(
+    make_decoder, features, seed, length_penalty, implementation
+):
     # 12 images: settled images stay in the batch until a quarter of them have ended, then leave it.
-    decoder, region_features = make_decoder(seed=seed), features(12, seed=seed)
+    decoder, region_features = make_decoder(seed=seed, implementation=implementation), features(12, seed=seed)
     decoded = beam_search(
         decoder, region_features, START, END, beam_size=3, max_len=MAX_LEN, length_penalty=length_penalty
     )
@@ -141,16 +154,13 @@ class TableDecoder:
                 self.log_probs[previous, word] = math.log(probability)
 
     def encode(self, region_features):
-        return EncodedImages(region_features, region_features, region_features, region_features)
+        return EncodedImages(region_features, region_features, region_features)
 
     def initial_state(self, encoded):
-        zeros = torch.zeros(encoded.features.shape[0], 2)
+        zeros = torch.zeros(encoded.regions.shape[0], 2)
         return zeros, zeros
 
-    def word_gate_table(self, lookups):
-        return None
-
-    def step(self, words, state, encoded, word_gate_table=None):
+    def step(self, words, state, encoded):
         weights = torch.full((words.shape[0], encoded.keys.shape[1]), 1.0 / encoded.keys.shape[1])
         return self.log_probs[words], state, weights
 

@@ -1,0 +1,210 @@
+"""Show, Attend and Tell (Xu et al. 2015), section 3.1.2, written as the paper writes it.
+
+Hold this file beside the paper. Notation (ours in brackets):
+    a_i      region i of the image: L = 49 regions of D = 2048 features      [regions: (B, L, D)]
+    y_{t-1}  the previous word, E y_{t-1} its embedding                       [words: (B,), (B, E)]
+    h_t, c_t the LSTM's hidden state and memory                               [(B, H)]
+    alpha_t  where the model looks at step t (Eq. 4-5)                        [weights: (B, L)]
+    z_t      the context vector, sum_i alpha_ti a_i (Eq. 6, soft attention)   [context: (B, D)]
+    beta_t   the gating scalar sigmoid(f_beta(h_{t-1})) (section 4.2.1)       [(B, 1)]
+
+Eq. 4    e_ti    = f_att(a_i, h_{t-1}) = v^T tanh(W_f a_i + W_h h_{t-1})       (Bahdanau)
+Eq. 5    alpha_t = softmax(e_t)
+Eq. 6    z_t     = beta_t sum_i alpha_ti a_i
+Eq. 1-3  h_t, c_t = LSTM([E y_{t-1}; z_t], h_{t-1}, c_t-1)                    (nn.LSTMCell)
+Eq. 7    p(y_t)  = softmax(L_o (E y_{t-1} + L_h h_t + L_z z_t))   with model.deep_output; else L_o h_t
+init     h_0, c_0 = tanh(f_init,h(mean_i a_i)), tanh(f_init,c(mean_i a_i))
+Eq. 14   loss    = -sum_t log p(y_t) + lambda sum_i (1 - sum_t alpha_ti)^2
+
+Two departures, both common practice: the deep output applies tanh inside L_o(...) and dropout before
+L_o, and the region features are standardised per channel with training-set statistics first.
+`model.attention: none` swaps the attention for one global vector (the CNN-RNN baseline, not in the
+paper) and changes nothing else. This module has no performance tricks; captioning/model/fast.py
+computes exactly the same with them, and the tests hold the two equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """The model's shape; params.yaml's model section gives the values (train builds it from there)."""
+
+    vocab_size: int
+    embed_dim: int
+    feature_dim: int
+    decoder_dim: int
+    attention_dim: int
+    dropout: float
+    attention: str  # soft | none
+    deep_output: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SoftAttention(nn.Module):
+    """Eq. 4-5: alpha_t = softmax_i(v^T tanh(W_f a_i + W_h h_{t-1}))."""
+
+    attends = True
+
+    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int):
+        super().__init__()
+        self.feature_projection = nn.Linear(feature_dim, attention_dim)  # W_f
+        self.hidden_projection = nn.Linear(hidden_dim, attention_dim)  # W_h
+        self.score = nn.Linear(attention_dim, 1)  # v
+        self.context_dim = feature_dim
+
+    def prepare(self, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """W_f a_i does not change with t, so it is computed once per image: keys (B, L, A), values a (B, L, D)."""
+        return self.feature_projection(regions), regions
+
+    def forward(self, keys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        scores = self.score(torch.tanh(keys + self.hidden_projection(hidden).unsqueeze(1)))  # e_t: (B, L, 1)
+        return torch.softmax(scores.squeeze(2), dim=1)  # alpha_t: (B, L)
+
+
+class GlobalContext(nn.Module):
+    """The CNN-RNN baseline (not in the paper): one projected mean of the regions, the same at every step."""
+
+    attends = False
+
+    def __init__(self, feature_dim: int, hidden_dim: int, attention_dim: int):
+        super().__init__()
+        self.projection = nn.Linear(feature_dim, attention_dim)
+        self.context_dim = attention_dim
+
+    def prepare(self, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        global_vector = self.projection(regions.mean(dim=1, keepdim=True))  # (B, 1, A)
+        return global_vector, global_vector
+
+    def forward(self, keys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        return keys.new_ones(hidden.shape[0], 1)  # all weight on the one vector
+
+
+CONTEXT_MODULES = {"soft": SoftAttention, "none": GlobalContext}
+
+
+class EncodedImages(NamedTuple):
+    """What the decoder computes once per image before the time loop."""
+
+    regions: torch.Tensor  # standardised a: (B, L, D)
+    keys: torch.Tensor  # what the context module scores, W_f a for soft attention: (B, L, A)
+    values: torch.Tensor  # what the context mixes, a for soft attention: (B, L, D)
+
+    def select(self, rows: torch.Tensor | slice) -> EncodedImages:
+        return EncodedImages(*(tensor[rows] for tensor in self))
+
+
+class CaptionDecoder(nn.Module):
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)  # E
+        self.context = CONTEXT_MODULES[config.attention](config.feature_dim, config.decoder_dim, config.attention_dim)
+        self.init_h = nn.Linear(config.feature_dim, config.decoder_dim)  # f_init,h
+        self.init_c = nn.Linear(config.feature_dim, config.decoder_dim)  # f_init,c
+        self.gate = nn.Linear(config.decoder_dim, 1)  # f_beta
+        self.lstm = nn.LSTMCell(config.embed_dim + self.context.context_dim, config.decoder_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        if config.deep_output:
+            self.output_hidden = nn.Linear(config.decoder_dim, config.embed_dim)  # L_h
+            self.output_context = nn.Linear(self.context.context_dim, config.embed_dim, bias=False)  # L_z
+        output_input = config.embed_dim if config.deep_output else config.decoder_dim
+        self.output = nn.Linear(output_input, config.vocab_size)  # L_o
+        # A random ResNet50's maps are ~30x ImageNet's and mostly a constant offset: standardising each
+        # channel with training-set statistics makes the differences between regions what the decoder sees.
+        self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
+        self.register_buffer("feature_std", torch.ones(config.feature_dim))
+
+    def set_feature_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.feature_mean.copy_(mean)
+        self.feature_std.copy_(std.clamp(min=1e-3))
+
+    def load_embeddings(self, matrix: torch.Tensor, finetune: bool) -> None:
+        self.embedding.weight.data.copy_(matrix)
+        self.embedding.weight.requires_grad_(finetune)
+
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        return (features.float() - self.feature_mean) / self.feature_std  # (B, L, D)
+
+    def encode(self, features: torch.Tensor) -> EncodedImages:
+        regions = self.standardise(features)
+        keys, values = self.context.prepare(regions)
+        return EncodedImages(regions, keys, values)
+
+    def initial_state(self, encoded: EncodedImages) -> tuple[torch.Tensor, torch.Tensor]:
+        mean = encoded.regions.mean(dim=1)  # (B, D)
+        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # h_0, c_0: (B, H)
+
+    def step(
+        self, words: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], encoded: EncodedImages
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """One word: previous words (B,) -> word scores (B, V), new (h, c), attention weights (B, L).
+
+        `state` may hold K rows per image of `encoded` (beam search's K beams of image b are rows
+        b*K .. b*K+K-1): each image's tensors then serve its K rows.
+        """
+        hidden, _ = state
+        keys, values = _rows_per_state(encoded.keys, hidden), _rows_per_state(encoded.values, hidden)
+        weights = self.context(keys, hidden)  # alpha_t: (B, L)
+        beta = torch.sigmoid(self.gate(hidden))  # beta_t: (B, 1)
+        context = beta * (weights.unsqueeze(2) * values).sum(dim=1)  # z_t: (B, D)
+        embedded = self.embedding(words)  # E y_{t-1}: (B, E)
+        state = self.lstm(torch.cat([embedded, context], dim=1), state)  # h_t, c_t
+        return self.word_scores(embedded, state[0], context), state, weights
+
+    def word_scores(self, embedded: torch.Tensor, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Eq. 7 with the deep output, L_o tanh(E y_{t-1} + L_h h_t + L_z z_t); otherwise L_o h_t: (B, V)."""
+        if not self.config.deep_output:
+            return self.output(self.dropout(hidden))
+        deep = torch.tanh(embedded + self.output_hidden(hidden) + self.output_context(context))  # (B, E)
+        return self.output(self.dropout(deep))
+
+    def forward(
+        self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher forcing: word t + 1 of every caption predicted from its word t, for t = 0 .. L-2.
+
+        captions (B, T) start with <start>; lengths (B,) count <start> and <end>, sorted decreasing.
+        Returns the scores of every real target, time-major (step 0's captions, then step 1's ...): (N, V),
+        those targets (N,), and each caption's attention summed over its steps, sum_t alpha_t: (B, L).
+        """
+        encoded = self.encode(features)
+        state = self.initial_state(encoded)
+        steps = lengths - 1  # (B,) words to predict per caption
+        scores, targets, weight_sums = [], [], 0.0
+        for t in range(int(steps.max())):
+            step_scores, state, weights = self.step(captions[:, t], state, encoded)
+            running = steps > t  # (B,) captions that have not ended before word t + 1
+            scores.append(step_scores[running])
+            targets.append(captions[running, t + 1])
+            weight_sums = weight_sums + weights * running.unsqueeze(1)
+        return torch.cat(scores), torch.cat(targets), weight_sums
+
+
+def caption_loss(
+    scores: torch.Tensor, targets: torch.Tensor, weight_sums: torch.Tensor, alpha_c: float, tokens: int, captions: int
+) -> torch.Tensor:
+    """Eq. 14: cross-entropy per target token plus alpha_c times (1 - sum_t alpha_ti)^2 per caption.
+
+    The penalty asks every region for a unit of attention over the caption; it is averaged over the L
+    regions (the paper sums), so that alpha_c means the same for any grid. The two sums are divided by
+    `tokens` and `captions` of the whole batch (under DDP larger than this process's share).
+    """
+    loss = nn.functional.cross_entropy(scores.float(), targets, reduction="sum") / tokens
+    if alpha_c:
+        loss = loss + alpha_c * ((1.0 - weight_sums.float()) ** 2).mean(dim=1).sum() / captions
+    return loss
+
+
+def _rows_per_state(per_image: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """per_image (B, ...) repeated to one row per state row when K state rows share an image (K * B, ...)."""
+    beams = hidden.shape[0] // per_image.shape[0]
+    return per_image if beams == 1 else per_image.repeat_interleave(beams, dim=0)

@@ -1,0 +1,156 @@
+"""captioning/model/fast.py: its contract is the literal module's results, for every output and gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FEATURE_DIM, HIDDEN, REGIONS, VOCAB
+from test_paper import LENGTHS, random_captions
+
+from captioning.decoding import beam_search, greedy_decode
+from captioning.model import CaptionDecoder, FastCaptionDecoder, build_decoder, resolve_implementation
+from captioning.model.fast import TABLE_STEPS
+from captioning.training import caption_loss
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+START, END = 1, 2
+TIGHT = {"rtol": 1e-5, "atol": 1e-6}
+
+
+def pair(make_decoder, **options) -> tuple[CaptionDecoder, FastCaptionDecoder]:
+    """The literal and the fast decoder with the same parameters."""
+    paper = make_decoder(implementation="paper", **options)
+    fast = make_decoder(implementation="fast", **options)
+    fast.load_state_dict(paper.state_dict())
+    return paper, fast
+
+
+def test_auto_is_fast_and_both_load_the_same_state_dict(make_decoder):
+    paper, fast = make_decoder(implementation="paper"), make_decoder(implementation="auto")
+    assert type(paper) is CaptionDecoder and type(fast) is FastCaptionDecoder
+    assert resolve_implementation("auto") == "fast"
+    assert paper.state_dict().keys() == fast.state_dict().keys()
+    build_decoder(paper.config, "fast").load_state_dict(paper.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("alpha_c", [0.0, 1.0])
+@pytest.mark.parametrize("deep_output", [True, False])
+@pytest.mark.parametrize("attention", ["soft", "none"])
+def test_loss_and_every_gradient_equal_the_literal_modules(make_decoder, features, attention, deep_output, alpha_c):
+    paper, fast = pair(make_decoder, attention=attention, deep_output=deep_output)
+    region_features, captions, lengths = features(4) * 3, random_captions(LENGTHS, seed=2), torch.tensor(LENGTHS)
+    losses = []
+    for decoder in (paper.train(), fast.train()):  # dropout 0: train mode is deterministic
+        loss = caption_loss(decoder, region_features, captions, lengths, alpha_c)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[1], losses[0], **TIGHT)
+    fast_parameters = dict(fast.named_parameters())
+    for name, parameter in paper.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+        torch.testing.assert_close(fast_parameters[name].grad, parameter.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("deep_output", [True, False])
+@pytest.mark.parametrize("attention", ["soft", "none"])
+def test_forward_gives_the_literal_scores_targets_and_attention_sums(make_decoder, features, attention, deep_output):
+    paper, fast = pair(make_decoder, attention=attention, deep_output=deep_output)
+    region_features, captions, lengths = features(4), random_captions(LENGTHS, seed=0), torch.tensor(LENGTHS)
+    for expected, got in zip(paper(region_features, captions, lengths), fast(region_features, captions, lengths)):
+        torch.testing.assert_close(got, expected, **TIGHT)
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+@pytest.mark.parametrize("deep_output", [True, False])
+@pytest.mark.parametrize("attention", ["soft", "none"])
+def test_each_step_gives_the_literal_outputs(make_decoder, features, attention, deep_output, beams):
+    paper, fast = pair(make_decoder, attention=attention, deep_output=deep_output, dropout=0.5)  # eval: no dropout
+    region_features = features(4) * 3
+    paper_encoded, fast_encoded = paper.encode(region_features), fast.encode(region_features)
+    paper_state, fast_state = paper.initial_state(paper_encoded), fast.initial_state(fast_encoded)
+    for one, other in zip(paper_state, fast_state):
+        torch.testing.assert_close(other, one, **TIGHT)
+    paper_state = tuple(s.repeat_interleave(beams, dim=0) for s in paper_state)  # K state rows share an image
+    fast_state = tuple(s.repeat_interleave(beams, dim=0) for s in fast_state)
+    generator = torch.Generator().manual_seed(beams)
+    for _ in range(4):
+        words = torch.randint(0, VOCAB, (4 * beams,), generator=generator)
+        paper_scores, paper_state, paper_weights = paper.step(words, paper_state, paper_encoded)
+        fast_scores, fast_state, fast_weights = fast.step(words, fast_state, fast_encoded)
+        for one, other in zip([paper_scores, *paper_state, paper_weights], [fast_scores, *fast_state, fast_weights]):
+            torch.testing.assert_close(other, one, rtol=1e-5, atol=1e-5)
+
+
+def trained_pair(make_decoder, features, attention: str) -> tuple[CaptionDecoder, FastCaptionDecoder, torch.Tensor]:
+    """A tiny model trained until it captions 6 images apart (with the fast module), and its literal twin."""
+    torch.manual_seed(0)
+    fast = make_decoder(attention, implementation="fast").train()
+    images = features(6, seed=3)
+    captions = torch.tensor([[START, 3 + i, 4 + i % 3, 5 + i, END] for i in range(6)])
+    optimizer = torch.optim.Adam(fast.parameters(), lr=0.03)
+    for _ in range(80):
+        loss = caption_loss(fast, images, captions, torch.full((6,), 5), alpha_c=0.0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    paper = make_decoder(attention, implementation="paper")
+    paper.load_state_dict(fast.state_dict())
+    return paper.eval(), fast.eval(), images
+
+
+@pytest.mark.parametrize("attention", ["soft", "none"])
+def test_greedy_and_beam_captions_are_identical_on_a_trained_model(make_decoder, features, attention):
+    paper, fast, images = trained_pair(make_decoder, features, attention)
+    images = torch.cat([images, features(10, seed=9)])  # the 6 learnt images and 10 unseen ones
+    for decode in (
+        lambda decoder: greedy_decode(decoder, images, START, END, max_len=8),
+        lambda decoder: beam_search(decoder, images, START, END, beam_size=3, max_len=8),
+    ):
+        expected, got = decode(paper), decode(fast)
+        assert got.tokens == expected.tokens
+        assert [t for t in got.tokens[:6]] == [[3 + i, 4 + i % 3, 5 + i] for i in range(6)]
+        for one, other in zip(expected.weights, got.weights):
+            torch.testing.assert_close(torch.from_numpy(other), torch.from_numpy(one), rtol=1e-5, atol=1e-5)
+
+
+def test_encoded_images_hold_only_what_a_step_reads(make_decoder, features):
+    decoder = make_decoder(deep_output=True)
+    encoded = decoder.encode(features(3))
+    assert encoded._fields == ("mean_regions", "keys", "projected_values", "word_gates")
+    assert encoded.mean_regions.shape == (3, FEATURE_DIM)
+    assert encoded.keys.shape == (3, REGIONS, HIDDEN)
+    assert encoded.projected_values.shape == (3, REGIONS, 4 * HIDDEN + decoder.config.embed_dim)
+    # the keys are 2 W_f a: tanh is computed through sigmoid (see fast.py, trick 1)
+    regions = decoder.standardise(features(3))
+    torch.testing.assert_close(encoded.keys, 2 * decoder.context.feature_projection(regions), **TIGHT)
+    selected = encoded.select(torch.tensor([2, 0]))
+    assert torch.equal(selected.keys[1], encoded.keys[0]) and selected.word_gates is encoded.word_gates
+
+
+@pytest.mark.parametrize(("vocab_size", "table_expected"), [(VOCAB, True), (4 * TABLE_STEPS + 1, False)])
+def test_decoding_takes_word_gates_from_a_table_when_the_vocabulary_is_small(
+    make_decoder, features, vocab_size, table_expected
+):
+    decoder = make_decoder(vocab_size=vocab_size)
+    words = torch.tensor([0, 3, 3, vocab_size - 1])
+    encoded = decoder.encode(features(4))
+    state = decoder.initial_state(encoded)
+    with torch.inference_mode():
+        with_table = decoder.step(words, state, encoded)
+    assert ("table" in encoded.word_gates) is table_expected
+    if table_expected:
+        assert encoded.word_gates["table"].shape == (vocab_size, 4 * HIDDEN)
+    fresh = decoder.encode(features(4))
+    without = decoder.step(words, state, fresh)  # gradients enabled: the gates are computed, never tabled
+    assert "table" not in fresh.word_gates
+    for one, other in zip(with_table, without):
+        torch.testing.assert_close(one, other)
+
+
+def test_under_bf16_autocast_the_loss_stays_close_to_fp32(make_decoder, features):
+    paper, fast = pair(make_decoder)
+    region_features, captions, lengths = features(4), random_captions(LENGTHS, seed=3), torch.tensor(LENGTHS)
+    exact = caption_loss(paper, region_features, captions, lengths, 1.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = caption_loss(fast, region_features, captions, lengths, 1.0)
+    assert abs(mixed.item() - exact.item()) < 0.02 * exact.item()
