@@ -31,7 +31,7 @@ from fixtures_real import write_jpeg
 from PIL import Image
 
 from captioning.data.images import MAX_PIXELS, BadImageError, load_rgb
-from captioning.data.readers import read_dataset
+from captioning.data.readers.dataset import read_dataset
 from captioning.errors import CaptioningError
 from captioning.features.encoder import FEATURE_DIM, build_encoder
 from captioning.features.extract import extract_features
