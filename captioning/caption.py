@@ -30,6 +30,7 @@ from captioning.device import autocast, resolve_precision, select_device
 from captioning.errors import CaptioningError
 from captioning.features.encoder import FEATURE_DIM, FrozenEncoder, build_encoder
 from captioning.features.extract import encoder_fingerprint
+from captioning.features.recipe import FeatureRecipe
 from captioning.model import CaptionDecoder
 from captioning.text.vocabulary import Vocabulary
 
@@ -37,7 +38,6 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 16
 PROGRESS_FROM = 10  # show a progress bar from this many images on
-RECIPE_KEYS = ("weights", "imagenet_variant", "seed", "image_size", "precision", "encoder_fingerprint")
 
 
 @dataclass
@@ -55,40 +55,41 @@ class Captioner:
         decoder: CaptionDecoder,
         vocabulary: Vocabulary,
         encoder: FrozenEncoder,
-        recipe: dict,
+        recipe: FeatureRecipe,
         device: torch.device,
     ):
         self.decoder, self.vocabulary, self.recipe, self.device = decoder.to(device), vocabulary, recipe, device
         self.encoder = encoder.to(device).to(memory_format=torch.channels_last)
-        self.image_size = int(recipe["image_size"])
-        self.precision = resolve_precision(str(recipe["precision"]), device)  # recorded resolved; "auto" tolerated
+        self.image_size = recipe.image_size
+        self.precision = resolve_precision(recipe.precision, device)  # recorded resolved; "auto" tolerated
 
     @classmethod
     def load(cls, model_path: str | Path, device: torch.device | None = None) -> Captioner:
         device = device or select_device()
         decoder, payload = load_model(model_path, "cpu")
-        recipe = payload.get("feature_recipe") or {}
-        missing = [key for key in RECIPE_KEYS if key not in recipe]
+        recorded = payload.get("feature_recipe") or {}
+        missing = FeatureRecipe.missing_fields(recorded)
         if missing:
             raise CaptioningError(
                 f"{model_path}: the model does not record the features it was trained on (missing "
                 f"{', '.join(missing)}): retrain it (dvc repro train)"
             )
+        recipe = FeatureRecipe.from_dict(recorded)
         if decoder.config.feature_dim != FEATURE_DIM:
             raise CaptioningError(
                 f"{model_path}: the decoder expects {decoder.config.feature_dim}-dimensional features, "
                 f"the ResNet50 encoder gives {FEATURE_DIM}"
             )
         try:
-            encoder = build_encoder(str(recipe["weights"]), int(recipe["seed"]), str(recipe["imagenet_variant"]))
+            encoder = build_encoder(recipe.weights, recipe.seed, recipe.imagenet_variant)
         except CaptioningError as error:
             raise CaptioningError(f"{model_path}: cannot rebuild the encoder its features came from: {error}") from None
         fingerprint = encoder_fingerprint(encoder)  # on the CPU, like the features stage
-        if fingerprint != recipe["encoder_fingerprint"]:
+        if fingerprint != recipe.encoder_fingerprint:
             raise CaptioningError(
-                f"{model_path}: the encoder rebuilt from features.weights={recipe['weights']!r} "
-                f"(seed {recipe['seed']}) has fingerprint {fingerprint}, but the model was trained on features "
-                f"with fingerprint {recipe['encoder_fingerprint']}: use the same weights file, or rerun the "
+                f"{model_path}: the encoder rebuilt from features.weights={recipe.weights!r} "
+                f"(seed {recipe.seed}) has fingerprint {fingerprint}, but the model was trained on features "
+                f"with fingerprint {recipe.encoder_fingerprint}: use the same weights file, or rerun the "
                 "features and train stages with the new one"
             )
         return cls(decoder, Vocabulary(payload["words"]), encoder, recipe, device)

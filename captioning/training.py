@@ -146,7 +146,7 @@ def train_epoch(
         total += loss.item() * batch_captions
         count += batch_captions
         progress.update(batch_captions)
-        progress.set_postfix(loss=f"{total / count:.3f}")
+        progress.set_postfix(loss=f"{total / count:.3f}", refresh=False)  # shown at tqdm's next (rate-limited) refresh
     total = distributed.sum_over_ranks(total, device)  # DDP: each rank's losses were its share of the batches'
     seconds = time.perf_counter() - start
     return {"train_loss": total / count, "epoch_seconds": seconds, "data_wait_share": clock.waiting / seconds}
@@ -176,6 +176,7 @@ def fit(
     decoder: CaptionDecoder,
     train: CaptionSet,
     val: EvaluationImages,
+    *,
     store: FeatureStore,
     vocabulary: Vocabulary,
     params: TrainParams,

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from captioning.cli import log, run
-from captioning.data.readers import read_dataset
+from captioning.data.readers.dataset import read_dataset
 from captioning.data.scenes import generate_scenes
 from captioning.data.table import write_table
 from captioning.io import atomic_path

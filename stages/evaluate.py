@@ -10,11 +10,10 @@ from captioning.decoding import beam_search
 from captioning.device import select_device
 from captioning.evaluation import EvaluationImages, decode_captions, scene_metrics
 from captioning.features.store import FeatureStore
-from captioning.figures import write_attention_figures
-from captioning.gallery import GalleryEntry, write_gallery
 from captioning.io import write_json
 from captioning.metrics import CaptionScorer
 from captioning.params import load_params
+from captioning.reports import write_figures_and_gallery, write_predictions
 from captioning.text.vocabulary import Vocabulary
 
 
@@ -49,27 +48,10 @@ def main() -> None:
         metrics = scorer.score(captions, dict(zip(test.names, test.references)))
     metrics.update(scene_metrics(table, test.names, captions, weights))
     write_json(args.metrics, {k: round(v, 6) for k, v in metrics.items()})
-    write_json(
-        args.predictions,
-        [
-            {"image": name, "caption": captions[name], "references": references}
-            for name, references in zip(test.names, test.references)
-        ],
-    )
-    log.info(
-        "test (%d images, beam %d): %s", len(test.names), params.beam_size, {k: round(v, 4) for k, v in metrics.items()}
-    )
-
-    paths = [table.image_root / name for name in test.names]
-    shown = test.names[: params.figures]
-    figures = write_attention_figures(args.attention, shown, paths, [captions[n] for n in shown], weights)
-    entries = [
-        GalleryEntry(name, path, captions[name], references, figures.get(name))
-        for name, path, references in zip(test.names, paths, test.references)
-    ]
-    title = f"{table.dataset} test split, beam {params.beam_size}"
-    write_gallery(args.gallery, entries[: params.gallery_images], title, metrics)
-    log.info("%d attention figures in %s; gallery %s", len(figures), args.attention, args.gallery)
+    write_predictions(args.predictions, test, captions)
+    scores = {k: round(v, 4) for k, v in metrics.items()}
+    log.info("test (%d images, beam %d): %s", len(test.names), params.beam_size, scores)
+    write_figures_and_gallery(table, test, captions, weights, metrics, args.attention, args.gallery, params)
 
 
 if __name__ == "__main__":

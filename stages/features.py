@@ -11,6 +11,7 @@ from captioning.device import resolve_precision, select_device
 from captioning.features.encoder import build_encoder
 from captioning.features.extract import encoder_fingerprint
 from captioning.features.parts import extract_in_parts
+from captioning.features.recipe import FeatureRecipe
 from captioning.io import run_fingerprint
 from captioning.params import load_params
 
@@ -28,17 +29,8 @@ def main() -> None:
     device = select_device()
     precision = resolve_precision(params.precision, device)
     make_encoder = partial(build_encoder, params.weights, params.seed, params.imagenet_variant)
-    encoder = make_encoder()
-    recipe = {
-        "weights": params.weights,
-        "imagenet_variant": params.imagenet_variant,
-        "seed": params.seed,
-        "image_size": params.image_size,
-        "precision": precision,
-        "encoder_fingerprint": encoder_fingerprint(encoder),
-    }
+    recipe = FeatureRecipe.of(params, precision, encoder_fingerprint(make_encoder()))  # each process builds its own
     log.info("ResNet50 (%s weights) on %s, %s, batch %d", params.weights, device, precision, params.batch_size)
-    del encoder  # each extracting process builds its own
     # nproc and num_workers change who computes the parts, not what they hold: a rerun may change them
     content = dataclasses.replace(params, nproc=1, num_workers=0)
     run_key = run_fingerprint([content, recipe, on_bad_image], [args.table])
@@ -52,20 +44,15 @@ def main() -> None:
         chunk_size=params.chunk_size,
         nproc=params.nproc,
         device=device,
-        attrs=recipe,
+        attrs=recipe.to_dict(),
         image_size=params.image_size,
         batch_size=params.batch_size,
         precision=precision,
         num_workers=params.num_workers,
         on_bad_image=on_bad_image,
     )
-    log.info(
-        "%d images in %.0f s (%.1f images/s), %d skipped",
-        report.written,
-        report.seconds,
-        report.images_per_second,
-        len(report.skipped),
-    )
+    rate, skipped = report.images_per_second, len(report.skipped)
+    log.info("%d images in %.0f s (%.1f images/s), %d skipped", report.written, report.seconds, rate, skipped)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from PIL import Image
 from repo_params import repo_document
 
 from captioning.data.images import MAX_PIXELS, BadImageError, load_rgb
-from captioning.data.readers import read_dataset
+from captioning.data.readers.dataset import read_dataset
 from captioning.errors import CaptioningError
 from captioning.features.encoder import FEATURE_DIM, build_encoder
 from captioning.features.extract import extract_features

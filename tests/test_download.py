@@ -16,7 +16,7 @@ import pytest
 from fixtures_real import make_flickr8k
 
 from captioning import download as downloader
-from captioning.data.readers import read_dataset
+from captioning.data.readers.dataset import read_dataset
 from captioning.errors import CaptioningError
 
 PAYLOAD = bytes(range(256)) * 40  # 10,240 bytes

@@ -13,7 +13,7 @@ import yaml
 from fixtures_real import LONG_CAPTION, make_coco, make_flickr8k, make_flickr30k, write_jpeg
 from repo_params import repo_document, repo_section
 
-from captioning.data.readers import detect_format, read_dataset
+from captioning.data.readers.dataset import detect_format, read_dataset
 from captioning.data.readers.split import KARPATHY_SIZES, seeded_split, split_sizes
 from captioning.data.table import check_image_name, read_table, write_table
 from captioning.errors import CaptioningError, ParamError

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
 from conftest import FEATURE_DIM, REGIONS
 from repo_params import repo_params
 from torch import nn
+from tqdm import tqdm
 
 from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
@@ -20,6 +23,7 @@ from captioning.training import (
     fit,
     iterate_batches,
     length_bucketed_batches,
+    train_epoch,
 )
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -74,13 +78,13 @@ def run_fit(make_decoder, tiny_task, scorer, **overrides):
         decoder,
         train,
         val,
-        store,
-        VOCABULARY,
-        params,
-        torch.device("cpu"),
-        "fp32",
-        scorer,
-        lambda epoch, values, is_best: epochs.append((epoch, values, is_best)),
+        store=store,
+        vocabulary=VOCABULARY,
+        params=params,
+        device=torch.device("cpu"),
+        precision="fp32",
+        scorer=scorer,
+        on_epoch_end=lambda epoch, values, is_best: epochs.append((epoch, values, is_best)),
     )
     return best, epochs
 
@@ -191,3 +195,18 @@ def test_selecting_by_a_metric_the_scorer_cannot_give_is_a_one_line_error(make_d
 
     with pytest.raises(CaptioningError, match="train.select_by"):
         run_fit(make_decoder, tiny_task, ScorerWithoutJava(), epochs=1, select_by="meteor")
+
+
+def test_the_progress_bar_is_redrawn_at_tqdms_pace_not_on_every_batch(make_decoder, tiny_task):
+    """A log file got one line per batch when the loss shown beside the bar forced a redraw each time."""
+    train, _, store = tiny_task
+    decoder = make_decoder().train()
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=0.01)
+    batches = iterate_batches(train, store, 2, np.random.default_rng(0), torch.device("cpu"))
+    log = io.StringIO()
+    with tqdm(total=len(train.lengths), file=log, mininterval=1e9) as progress:  # no redraw is ever due
+        values = train_epoch(decoder, optimizer, batches, repo_params("train"), torch.device("cpu"), "fp32", progress)
+        assert progress.n == len(train.lengths) == 16  # 8 batches went by
+        assert log.getvalue().count("\r") == 1  # the first draw only
+    last = log.getvalue().split("\r")[-1]  # closing draws the bar once more, with the epoch's mean loss
+    assert log.getvalue().count("\r") == 2 and f"loss={values['train_loss']:.3f}" in last

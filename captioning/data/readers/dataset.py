@@ -1,0 +1,125 @@
+"""A real dataset (Flickr30k, Flickr8k, COCO) from its download into the caption table.
+
+`read_dataset(dataset, root, format, seed)` finds the annotation file under `root` (in it or up to
+three folders below), reads it, gives every image a split and finds the image folder.
+
+Auto-detection (`format="auto"`) tries the dataset's formats in this order and takes the first whose
+file is found: karpathy (`dataset_<dataset>.json`), then for Flickr30k hf_csv
+(`flickr_annotations_30k.csv`), kaggle_csv (`results.csv`), token (`results_20130124.token`); for
+Flickr8k flickr8k_token (`Flickr8k.token.txt`), flickr8k_csv (`captions.txt`).
+
+Splits: the file's own split (karpathy, hf_csv); else the Karpathy split from `dataset_<dataset>.json`
+or, for Flickr8k, the `Flickr_8k.*Images.txt` files when found under `root` (images they leave out are
+dropped); else a seeded split with the Karpathy proportions and a logged warning (see split.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from captioning.data.readers.common import SEARCH_DEPTH, Captions, find_file, find_image_root, folders
+from captioning.data.readers.flickr8k import SPLIT_FILES, read_captions_csv, read_split_files
+from captioning.data.readers.flickr30k import read_hf_csv, read_results_csv, read_token_file
+from captioning.data.readers.karpathy import karpathy_split, read_karpathy
+from captioning.data.readers.split import apply_split
+from captioning.data.table import CaptionTable, ImageRecord
+from captioning.errors import CaptioningError
+from captioning.params import DATASET_FORMATS
+
+log = logging.getLogger(__name__)
+FORMAT_FILES = {
+    "hf_csv": ("flickr_annotations_30k.csv",),
+    "kaggle_csv": ("results.csv",),
+    "token": ("results_20130124.token",),
+    "flickr8k_token": ("Flickr8k.token.txt",),
+    "flickr8k_csv": ("captions.txt",),
+}
+READERS = {
+    "hf_csv": read_hf_csv,
+    "kaggle_csv": read_results_csv,
+    "token": read_token_file,
+    "flickr8k_token": read_token_file,
+    "flickr8k_csv": read_captions_csv,
+}
+
+
+def annotation_files(dataset: str, format: str) -> tuple[str, ...]:
+    """The file name(s) a format is read from."""
+    return (f"dataset_{dataset}.json",) if format == "karpathy" else FORMAT_FILES[format]
+
+
+def detect_format(dataset: str, root: Path, search: list[Path] | None = None) -> tuple[str, Path]:
+    """(format, annotation file) of the first of the dataset's formats whose file is under `root`."""
+    search = folders(root) if search is None else search
+    for format in DATASET_FORMATS[dataset]:
+        path = find_file(root, annotation_files(dataset, format), search)
+        if path is not None:
+            return format, path
+    expected = ", ".join(name for format in DATASET_FORMATS[dataset] for name in annotation_files(dataset, format))
+    raise CaptioningError(
+        f"data.root={root}: no {dataset} captions found; expected one of {expected} in it or up to "
+        f"{SEARCH_DEPTH} folders below (python -m captioning download {dataset} {root})"
+    )
+
+
+def _known_split(dataset: str, root: Path, search: list[Path]) -> tuple[dict[str, str] | None, str]:
+    """A Karpathy split file under `root` for captions that come without a split, if there is one."""
+    path = find_file(root, annotation_files(dataset, "karpathy"), search)
+    if path is not None:
+        return karpathy_split(path, dataset), str(path)
+    if dataset == "flickr8k":
+        path = find_file(root, (SPLIT_FILES["train"],), search)
+        if path is not None:
+            return read_split_files(path.parent), f"{path.parent}/Flickr_8k.*Images.txt"
+    return None, "a seeded split"
+
+
+def read_captions(dataset: str, format: str, path: Path) -> Captions:
+    return read_karpathy(path, dataset) if format == "karpathy" else READERS[format](path)
+
+
+def read_dataset(dataset: str, root: str | Path, format: str = "auto", seed: int = 0) -> CaptionTable:
+    """The caption table of a downloaded dataset; its image_root is the absolute image folder."""
+    root = Path(root).expanduser().resolve()
+    if dataset not in DATASET_FORMATS:
+        raise CaptioningError(
+            f"params.yaml: data.dataset={dataset} has no reader (one of {', '.join(DATASET_FORMATS)})"
+        )
+    if not root.is_dir():
+        raise CaptioningError(
+            f"data.root={root}: folder not found; download {dataset} there "
+            f"(python -m captioning download {dataset} {root})"
+        )
+    search = folders(root)
+    if format == "auto":
+        format, path = detect_format(dataset, root, search)
+    elif format in DATASET_FORMATS[dataset]:
+        path = find_file(root, annotation_files(dataset, format), search)
+        if path is None:
+            raise CaptioningError(
+                f"data.root={root}: data.format={format} needs {' or '.join(annotation_files(dataset, format))} "
+                f"in it or up to {SEARCH_DEPTH} folders below"
+            )
+    else:
+        raise CaptioningError(
+            f"params.yaml: data.format={format} is not a {dataset} format (auto, {', '.join(DATASET_FORMATS[dataset])})"
+        )
+    log.info("reading %s captions from %s (format %s)", dataset, path, format)
+    captions = read_captions(dataset, format, path)
+    captions.report()
+    if any(record.split is None for record in captions.images.values()):
+        known, source = _known_split(dataset, root, search)
+        apply_split(captions, dataset, known, source, seed)
+    records = list(captions.images.values())
+    image_root = find_image_root(root, [record.image for record in records], search)
+    table = CaptionTable(dataset, image_root, [ImageRecord(r.image, r.split, r.captions, r.tokens) for r in records])
+    log.info(
+        "%s: %d images (%d train, %d val, %d test), %d captions, images in %s",
+        dataset,
+        len(records),
+        *(len(table.split(s)) for s in ("train", "val", "test")),
+        sum(len(r.captions) for r in records),
+        image_root,
+    )
+    return table
