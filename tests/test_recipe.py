@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from repo_params import repo_params
 
 from captioning.caption import Captioner
 from captioning.checkpoint import load_model, save_model
 from captioning.errors import CaptioningError
 from captioning.features.recipe import FeatureRecipe
 from captioning.features.store import FeatureStore, FeatureWriter
-from captioning.params import FeaturesParams
 
 RECIPE = FeatureRecipe(
     weights="none",
@@ -23,7 +23,7 @@ RECIPE = FeatureRecipe(
 
 
 def test_of_takes_the_params_and_the_resolved_precision():
-    params = FeaturesParams(weights="imagenet", seed=7, image_size=96, precision="auto")
+    params = repo_params("features", weights="imagenet", seed=7, image_size=96, precision="auto")
     recipe = FeatureRecipe.of(params, "fp32", "9.9e+01")
     assert recipe.to_dict() == {
         "weights": "imagenet",

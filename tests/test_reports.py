@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 from PIL import Image
+from repo_params import repo_params
 
 from captioning.data.table import CaptionTable, ImageRecord
 from captioning.evaluation import EvaluationImages
-from captioning.params import EvaluateParams
 from captioning.reports import write_figures_and_gallery, write_predictions
 
 NAMES = ["a.png", "b.png", "c.png"]
@@ -32,7 +32,7 @@ def test_figures_and_gallery_take_the_first_images_only(tmp_path):
     table = CaptionTable("scenes", tmp_path, [ImageRecord(name, "test", refs) for name, refs in zip(NAMES, REFERENCES)])
     images = EvaluationImages(NAMES, np.arange(3), REFERENCES)
     weights = [np.full((4, 4), 0.25, dtype=np.float32) for _ in NAMES]  # 3 words + <end>, 2 x 2 regions
-    params = EvaluateParams(figures=1, gallery_images=2, beam_size=3)
+    params = repo_params("evaluate", figures=1, gallery_images=2, beam_size=3)
     attention, gallery = tmp_path / "reports" / "attention", tmp_path / "reports" / "gallery.html"
     write_figures_and_gallery(table, images, CAPTIONS, weights, {"bleu_4": 0.5}, attention, gallery, params)
     assert sorted(path.name for path in attention.iterdir()) == ["a.png"]
