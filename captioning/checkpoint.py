@@ -7,12 +7,14 @@ image size, precision), so captioning a new image uses exactly the same encoder.
 
 from __future__ import annotations
 
+import io
+import pickle
 from pathlib import Path
 
 import torch
 
 from captioning.errors import CaptioningError
-from captioning.io import atomic_path
+from captioning.io import atomic_path, write_bytes
 from captioning.model.decoder import CaptionDecoder, DecoderConfig
 
 
@@ -25,8 +27,45 @@ def save_model(path: str | Path, decoder: CaptionDecoder, words: list[str], feat
         "feature_recipe": {k: (v.item() if hasattr(v, "item") else v) for k, v in feature_recipe.items()},
         **extra,
     }
+    save_torch(path, payload)
+
+
+def save_torch(path: str | Path, value: object) -> None:
+    """torch.save through atomic_path, serialised in memory first.
+
+    torch's own file writer reports a full disk as `unexpected pos` without the cause or the file; a
+    plain write gives OSError(ENOSPC), which atomic_path turns into one line naming `path`.
+    """
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
     with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
+        write_bytes(temporary, buffer.getbuffer())
+
+
+# The fields load_model and its callers read, and what each holds (for the error naming a missing one).
+FIELDS = {
+    "config": (dict, "the decoder configuration"),
+    "state_dict": (dict, "the weights"),
+    "words": (list, "the vocabulary it was trained with"),
+    "feature_recipe": (dict, "the recipe of the features it was trained on"),
+}
+
+
+def _check_fields(path: Path, payload: dict) -> None:
+    for field, (kind, meaning) in FIELDS.items():
+        if field not in payload:
+            problem = "has no"
+        elif not isinstance(payload[field], kind):
+            problem = f"has a {type(payload[field]).__name__} instead of a {kind.__name__} as its"
+        else:
+            continue
+        raise CaptioningError(
+            f"{path}: the model file {problem} '{field}' ({meaning}): it is damaged or was not written by the "
+            "train stage; retrain (dvc repro train)"
+        )
+    words = payload["words"]
+    if not all(isinstance(word, str) for word in words):
+        raise CaptioningError(f"{path}: the model file's 'words' must all be strings; retrain (dvc repro train)")
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[CaptionDecoder, dict]:
@@ -34,12 +73,23 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     path = Path(path)
     if not path.is_file():
         raise CaptioningError(f"{path}: model file not found (run the train stage)")
+    if path.stat().st_size == 0:
+        raise CaptioningError(
+            f"{path}: the model file is empty (0 bytes; an interrupted copy?): retrain or copy it again"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused a pickled object: torch's advice to unpickle it is not ours
+        raise CaptioningError(
+            f"{path}: not a plain state dict (it holds pickled Python objects, which can run code): not loaded, "
+            "for safety"
+        ) from None
     except Exception as error:
-        raise CaptioningError(f"{path}: not a loadable model file ({error})") from None
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CaptioningError(f"{path}: not a loadable model file ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != "captioning-model/1":
         raise CaptioningError(f"{path}: not a model file written by this project")
+    _check_fields(path, payload)
     try:
         decoder = CaptionDecoder(DecoderConfig(**payload["config"]))
         decoder.load_state_dict(payload["state_dict"])

@@ -12,12 +12,12 @@ from dvclive import Live
 from captioning import distributed
 from captioning.checkpoint import save_model
 from captioning.cli import log, run
-from captioning.data.table import read_table
+from captioning.data.table import check_splits, read_table
 from captioning.device import resolve_precision
 from captioning.errors import CaptioningError
 from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
-from captioning.io import run_fingerprint
+from captioning.io import check_writable, run_fingerprint
 from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, DecoderConfig
 from captioning.params import load_params
@@ -45,6 +45,8 @@ def main() -> None:
     torch.manual_seed(params.seed)
     table, vocabulary = read_table(args.table), Vocabulary.load(args.vocab)
     store = FeatureStore(args.features, memory_budget_bytes=int(params.feature_memory_gb * 2**30))
+    check_splits(table, args.table, store.skipped)
+    check_writable(args.model, args.scratch / "state.pt")
     train = CaptionSet.from_encoded(np.load(args.encoded), table, store)
     val = EvaluationImages.from_split(table, store, "val")
 

@@ -27,7 +27,7 @@ class FeatureWriter:
 
     def __init__(self, path: str | Path, capacity: int, regions: int, dim: int, attrs: dict | None = None):
         self.path = Path(path)
-        self.file = h5py.File(self.path, "w")
+        self.file = h5py.File(self.path, "w", rdcc_nbytes=0)
         self.features = self.file.create_dataset(
             FEATURES,
             shape=(capacity, regions, dim),
