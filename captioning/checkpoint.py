@@ -68,6 +68,19 @@ def _check_fields(path: Path, payload: dict) -> None:
         raise CaptioningError(f"{path}: the model file's 'words' must all be strings; retrain (dvc repro train)")
 
 
+def _unpickler_reason(error: Exception) -> str:
+    """The one line of torch's weights-only error that says what is wrong, without its advice."""
+    text = str(error)
+    _, marker, rest = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in rest.splitlines() if line.strip()] if marker else []
+    return lines[0] if lines else _first_line(error)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[CaptionDecoder, dict]:
     """The decoder (in eval mode) and the whole payload (words, feature_recipe, ...)."""
     path = Path(path)
@@ -79,14 +92,16 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
         )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:  # weights_only refused a pickled object: torch's advice to unpickle it is not ours
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error):  # no pickled object: not a pickle at all: a text file, a truncated one
+            raise CaptioningError(f"{path}: not a loadable model file ({_unpickler_reason(error)})") from None
+        # weights_only refused a pickled object; torch's advice to load it with weights_only=False is not ours
         raise CaptioningError(
             f"{path}: not a plain state dict (it holds pickled Python objects, which can run code): not loaded, "
             "for safety"
         ) from None
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CaptioningError(f"{path}: not a loadable model file ({reason})") from None
+        raise CaptioningError(f"{path}: not a loadable model file ({_first_line(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != "captioning-model/1":
         raise CaptioningError(f"{path}: not a model file written by this project")
     _check_fields(path, payload)

@@ -831,7 +831,7 @@ FEATURE_FILE_CASES = [
         id="zero-bytes",
     ),
     pytest.param(
-        lambda data: data[:2000] + bytes(4000) + data[6000:],
+        lambda data: data[:-8000] + bytes(4000) + data[-4000:],  # the heap of the image names, written last
         lambda size: r"{path}: not a readable features file \(.+\)" + re.escape(RERUN),
         id="zeroed-metadata",
     ),
