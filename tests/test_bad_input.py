@@ -178,6 +178,48 @@ F30K = {"data": {"dataset": "flickr30k", "root": "f30k"}}
 ROW = {"split": "train", "captions": ["a red circle"]}
 
 
+def karpathy(images: list[tuple[str, str]], sentences: list | None = None) -> str:
+    """A Karpathy split file of (filename, split) pairs, one sentence each unless `sentences` is given."""
+    return json.dumps(
+        {
+            "dataset": "flickr30k",
+            "images": [
+                {"filename": name, "split": split, "sentences": sentences if sentences is not None else
+                 [{"raw": f"A {name} .", "tokens": ["a", name]}]}
+                for name, split in images
+            ],
+        }
+    )  # fmt: skip
+
+
+def vocab_file(folder: Path) -> None:
+    (folder / "data").mkdir(exist_ok=True)
+    (folder / "data/vocab.json").write_text(json.dumps({"words": ["<pad>", "<start>", "<end>", "<unk>", "a", "dog"]}))
+
+
+def also(*writers: Callable[[Path], None]) -> Callable[[Path], None]:
+    def write(folder: Path) -> None:
+        for writer in writers:
+            writer(folder)
+
+    return write
+
+
+def word2vec_text(text: str) -> Callable[[Path], None]:
+    return also(vocab_file, lambda folder: (folder / "vectors.txt").write_text(text, encoding="utf-8"))
+
+
+def features_without(skipped: list[str], kept: list[str]) -> Callable[[Path], None]:
+    """data/features.h5 with features for `kept` and `skipped` recorded as unreadable by the features stage."""
+
+    def write(folder: Path) -> None:
+        writer = FeatureWriter(folder / "data/features.h5", len(kept), 4, 8, {"image_size": 64})
+        writer.append(kept, np.ones((len(kept), 4, 8), dtype=np.float32))
+        writer.close(skipped)
+
+    return write
+
+
 @dataclass
 class StageCase:
     stage: str
@@ -265,9 +307,112 @@ STAGE_CASES = [
     ),
     pytest.param(
         StageCase(
+            "data",
+            {"data": {"dataset": "flickr30k", "root": "flickr30k.zip"}},
+            "error: data.root={tmp}/flickr30k.zip is a file, not a folder: probably the downloaded archive; unpack "
+            "it and set data.root to the folder it gives",
+            DATA_OUTPUTS,
+            lambda folder: (folder / "flickr30k.zip").write_bytes(b"PK\x03\x04" + bytes(100)),
+        ),
+        id="data-root-is-the-archive",
+    ),
+    pytest.param(
+        StageCase(
+            "data",
+            F30K,
+            "error: flickr30k in data.root=f30k: no test images: the split file or the captions give none, and every "
+            "split needs at least one (train to learn, val to choose the epoch, test to score)",
+            DATA_OUTPUTS,
+            flickr30k_files(
+                "dataset_flickr30k.json", karpathy([("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "val")])
+            ),
+        ),
+        id="data-karpathy-file-without-test-images",
+    ),
+    pytest.param(
+        StageCase(
+            "data",
+            F30K,
+            "error: flickr30k in data.root=f30k: no val images: the split file or the captions give none, and every "
+            "split needs at least one (train to learn, val to choose the epoch, test to score)",
+            DATA_OUTPUTS,
+            flickr30k_files(
+                "flickr_annotations_30k.csv",
+                'raw,sentids,split,filename,img_id\n"[""A dog .""]",[0],train,a.jpg,0\n'
+                '"[""A cat .""]",[1],test,b.jpg,1\n"[""A cow .""]",[2],train,c.jpg,2\n',
+            ),
+        ),
+        id="data-hf-csv-without-val-images",
+    ),
+    pytest.param(
+        StageCase(
             "vocab", None, "error: params.yaml: params file not found (run from the repository root)", VOCAB_OUTPUTS
         ),
         id="vocab-no-params-file",
+    ),
+    pytest.param(
+        StageCase(
+            "vocab",
+            {},
+            "error: data/dataset.json: images[1]: image a.png (as ./a.png) is listed twice",
+            VOCAB_OUTPUTS,
+            table_file([{"image": "a.png", **ROW}, {"image": "./a.png", **ROW, "split": "test"}]),
+        ),
+        id="vocab-same-image-under-two-spellings",
+    ),
+    pytest.param(
+        StageCase(
+            "vocab",
+            {},
+            "error: data/dataset.json: images[1]: image sub/a.png (as sub//./a.png) is listed twice",
+            VOCAB_OUTPUTS,
+            table_file([{"image": "sub/a.png", **ROW}, {"image": "sub//./a.png", **ROW}]),
+        ),
+        id="vocab-same-image-with-doubled-slash",
+    ),
+    pytest.param(
+        StageCase(
+            "vocab",
+            {"vocab": {"min_word_freq": 1000}},
+            "error: params.yaml: vocab.min_word_freq=1000 keeps no word: the most frequent of the 4 training words "
+            "('a') appears 2 times; lower it to at most 2",
+            VOCAB_OUTPUTS,
+            table_file([{"image": "a.png", **ROW}, {"image": "b.png", "split": "train", "captions": ["a dog"]}]),
+        ),
+        id="vocab-only-special-tokens",
+    ),
+    pytest.param(
+        StageCase(
+            "embeddings",
+            {"embeddings": {"word2vec_path": "vectors.txt", "dim": 4}},
+            "error: embeddings.word2vec_path: vectors.txt is not a valid text word2vec file: line 3: expected a word "
+            "and 4 numbers, got 'dog' and 3 values",
+            ("data/embeddings.npy", "metrics/embeddings.json"),
+            word2vec_text("3 4\na 1 2 3 4\ndog 1 2 3\ncat 1 2 3 4\n"),
+        ),
+        id="embeddings-word2vec-line-too-short",
+    ),
+    pytest.param(
+        StageCase(
+            "embeddings",
+            {"embeddings": {"word2vec_path": "vectors.txt", "dim": 4}},
+            "error: embeddings.word2vec_path: vectors.txt is not a valid text word2vec file: line 2: 'x' (of 'a') is "
+            "not a number",
+            ("data/embeddings.npy", "metrics/embeddings.json"),
+            word2vec_text("2 4\na 1 x 3 4\ndog 1 2 3 4\n"),
+        ),
+        id="embeddings-word2vec-value-not-a-number",
+    ),
+    pytest.param(
+        StageCase(
+            "embeddings",
+            {"embeddings": {"word2vec_path": "vectors.txt", "dim": 4}},
+            "error: embeddings.word2vec_path: vectors.txt is not a valid text word2vec file: it has 1 vectors but its "
+            "first line announces 5",
+            ("data/embeddings.npy", "metrics/embeddings.json"),
+            word2vec_text("5 4\na 1 2 3 4\n"),
+        ),
+        id="embeddings-word2vec-fewer-vectors-than-announced",
     ),
     pytest.param(
         StageCase(
@@ -330,6 +475,29 @@ STAGE_CASES = [
             ("models/model.pt", "metrics/train"),
         ),
         id="train-lr-zero",
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        StageCase(
+            "train",
+            {},
+            "error: data/dataset.json: no val images left: the features stage skipped all 2 of them (missing or "
+            "unreadable, e.g. b.png; see its warnings); restore them and rerun the features stage",
+            ("models/model.pt", "metrics/train"),
+            also(
+                table_file(
+                    [
+                        {"image": "a.png", **ROW},
+                        {"image": "b.png", **ROW, "split": "val"},
+                        {"image": "c.png", **ROW, "split": "val"},
+                        {"image": "d.png", **ROW, "split": "test"},
+                    ]
+                ),
+                vocab_file,
+                features_without(["b.png", "c.png"], ["a.png", "d.png"]),
+            ),
+        ),
+        id="train-val-split-emptied-by-skipped-images",
         marks=pytest.mark.slow,
     ),
     pytest.param(
@@ -436,6 +604,16 @@ KARPATHY_TWO_SPLITS = json.dumps(
     }
 )
 
+
+def image_bytes(format: str, color=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 10), color).save(buffer, format)
+    return buffer.getvalue()
+
+
+BOM = b"\xef\xbb\xbf"
+HF_HEADER = "raw,sentids,split,filename,img_id\n"
+
 CAPTION_CASES = [
     pytest.param(
         "flickr30k",
@@ -469,6 +647,140 @@ CAPTION_CASES = [
             "it is already in the train split"
         ),
         id="image-listed-in-two-splits",
+    ),
+    pytest.param(
+        "flickr30k",
+        {
+            "dataset_flickr30k.json": karpathy(
+                [("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "test"), ("./a.jpg", "test")]
+            )
+        },
+        Fails(
+            "{root}/dataset_flickr30k.json: images[3]: a.jpg is listed again, in the test split; "
+            "it is already in the train split"
+        ),
+        id="same-image-under-two-spellings-in-two-splits",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA dog .\n./a.jpg#1\tA puppy .\nb.jpg#0\tA cat .\n.//c.jpg#0\tA cow .\n"),
+        Reads({"a.jpg": ["A dog .", "A puppy ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]}),
+        id="same-image-under-two-spellings-gathers-its-captions",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"dataset_flickr30k.json": BOM + karpathy([("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "test")]).encode()},
+        Reads({"a.jpg": ["A a.jpg ."], "b.jpg": ["A b.jpg ."], "c.jpg": ["A c.jpg ."]}),
+        id="karpathy-json-with-byte-order-mark",
+    ),
+    pytest.param(
+        "flickr30k",
+        {
+            "dataset_flickr30k.json": json.dumps(
+                {
+                    "images": [
+                        {
+                            "filename": "a.jpg",
+                            "split": "train",
+                            "sentences": [{"raw": "A dog .", "tokens": ["a", "dog"]}],
+                        },
+                        {
+                            "filename": "b.jpg",
+                            "split": "val",
+                            "sentences": [{"raw": "A cat .", "tokens": ["a", "cat"]}],
+                        },
+                        {
+                            "filename": "c.jpg",
+                            "split": "test",
+                            "sentences": [{"raw": "A cow .", "tokens": ["a", "cow"]}],
+                        },
+                        {"filename": "d.jpg", "split": "test", "sentences": []},
+                    ]
+                }
+            )
+        },
+        Reads(
+            {"a.jpg": ["A dog ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]},
+            ["{root}/dataset_flickr30k.json: dropped 1 images without any caption (e.g. d.jpg)"],
+        ),
+        id="karpathy-image-with-empty-sentences",
+    ),  # fmt: skip
+    pytest.param(
+        "flickr30k",
+        {
+            "flickr_annotations_30k.csv": HF_HEADER + '"[""A dog .""]",[0],train,a.jpg,0\n"[]",[],train,b.jpg,1\n'
+            '"[""A cow .""]",[2],test,c.jpg,2\n'
+        },
+        Reads(
+            {"a.jpg": ["A dog ."], "c.jpg": ["A cow ."]},
+            ["{root}/flickr_annotations_30k.csv: dropped 1 images without any caption (e.g. b.jpg)"],
+        ),
+        id="hf-csv-image-with-empty-raw",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file(
+            "a.jpg#0\tA dog .\na.jpg#1\t!!! ...\nb.jpg#0\t\U0001f600\U0001f436\nb.jpg#1\tA cat .\n"
+            "c.jpg#0\t- - -\nc.jpg#1\tA cow .\ne.jpg#0\t\u200b\u200d\n"
+        ),
+        Reads(
+            {"a.jpg": ["A dog ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]},
+            [
+                "{root}/results_20130124.token: skipped 4 captions without any word (only punctuation, symbols or "
+                "invisible characters, e.g. '!!! ...')",
+                "{root}/results_20130124.token: dropped 1 images without any caption (e.g. e.jpg)",
+            ],
+        ),
+        id="captions-without-any-word",
+    ),
+    pytest.param(
+        "flickr30k",
+        {
+            "dataset_flickr30k.json": json.dumps(
+                {
+                    "images": [
+                        {
+                            "filename": "a.jpg",
+                            "split": "train",
+                            "sentences": [
+                                {"raw": "A dog .", "tokens": []},
+                                {"raw": "A puppy .", "tokens": ["a", "puppy"]},
+                            ],
+                        },
+                        {
+                            "filename": "b.jpg",
+                            "split": "val",
+                            "sentences": [{"raw": "A cat .", "tokens": ["a", "cat"]}],
+                        },
+                        {
+                            "filename": "c.jpg",
+                            "split": "test",
+                            "sentences": [{"raw": "A cow .", "tokens": ["a", "cow"]}],
+                        },
+                    ]
+                }
+            )
+        },
+        Reads(
+            {"a.jpg": ["A puppy ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]},
+            [
+                "{root}/dataset_flickr30k.json: skipped 1 captions without any word (only punctuation, symbols or "
+                "invisible characters, e.g. 'A dog .')"
+            ],
+        ),
+        id="karpathy-caption-with-no-tokens",
+    ),  # fmt: skip
+    pytest.param(
+        "flickr30k",
+        {
+            "results_20130124.token": "a.webp#0\tA dog .\nb.bmp#0\tA cat .\nc.tiff#0\tA cow .\nd.TIF#0\tA hen .\n",
+            "images/a.webp": image_bytes("WEBP"),
+            "images/b.bmp": image_bytes("BMP"),
+            "images/c.tiff": image_bytes("TIFF"),
+            "images/d.TIF": image_bytes("TIFF"),
+        },
+        Reads({"a.webp": ["A dog ."], "b.bmp": ["A cat ."], "c.tiff": ["A cow ."], "d.TIF": ["A hen ."]}),
+        id="webp-bmp-tiff-names",
     ),
     pytest.param(
         "flickr30k",
@@ -674,6 +986,27 @@ IMAGE_CASES = [
     pytest.param("alpha.png", rgba, Decodes((2, 1), {(0, 0): (255, 255, 255), (1, 0): (0, 0, 255)}), id="rgba"),
     pytest.param("moving.gif", animated_gif, Decodes((6, 6), {(3, 3): (255, 0, 0)}), id="animated-gif-first-frame"),
     pytest.param("turned.jpg", exif_rotated, Decodes((4, 8), {(2, 4): (0, 0, 254)}), id="exif-orientation"),
+    pytest.param(
+        "photo.webp", write_bytes(image_bytes("WEBP", (0, 0, 255))), Decodes((12, 10), {(5, 5): (0, 0, 255)}), id="webp"
+    ),
+    pytest.param(
+        "photo.bmp", write_bytes(image_bytes("BMP", (0, 0, 255))), Decodes((12, 10), {(5, 5): (0, 0, 255)}), id="bmp"
+    ),
+    pytest.param(
+        "photo.tiff", write_bytes(image_bytes("TIFF", (0, 0, 255))), Decodes((12, 10), {(5, 5): (0, 0, 255)}), id="tiff"
+    ),
+    pytest.param(
+        "named.jpg",
+        write_bytes(image_bytes("WEBP", (0, 0, 255))),
+        Decodes((12, 10), {(5, 5): (0, 0, 255)}),
+        id="webp-content-named-jpg",
+    ),
+    pytest.param(
+        "photo.png",
+        write_bytes(image_bytes("BMP", (0, 0, 255))),
+        Decodes((12, 10), {(5, 5): (0, 0, 255)}),
+        id="bmp-content-named-png",
+    ),
     pytest.param("missing.jpg", None, Refused("{path}: image file not found"), id="missing-file"),
     pytest.param(
         "empty.jpg",

@@ -96,13 +96,13 @@ def check_splits(table: CaptionTable, source: str | Path, skipped: set[str] = fr
         names = [record.image for record in table.split(split)]
         if not names:
             raise CaptioningError(
-                f"{source}: the {split} split is empty: the dataset's split file or captions list no {split} "
-                "image; every split needs at least one"
+                f"{source}: no {split} images: the split file or the captions give none, and every split needs "
+                "at least one (train to learn, val to choose the epoch, test to score)"
             )
         if all(name in skipped for name in names):
             raise CaptioningError(
-                f"{source}: the {split} split is empty: the features stage skipped all of its {len(names)} images "
-                f"as unreadable (e.g. {names[0]}; see its warnings): fix or restore them and rerun the features stage"
+                f"{source}: no {split} images left: the features stage skipped all {len(names)} of them (missing or "
+                f"unreadable, e.g. {names[0]}; see its warnings); restore them and rerun the features stage"
             )
 
 

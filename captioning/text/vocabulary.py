@@ -68,7 +68,7 @@ def check_has_words(vocabulary: Vocabulary, tokenized_captions: list[list[str]],
         raise CaptioningError(
             f"the training split has no words ({len(tokenized_captions)} training captions): check the caption table"
         )
-    word, most = max(counts.items(), key=lambda item: (item[1], item[0]))
+    word, most = min(counts.items(), key=lambda item: (-item[1], item[0]))  # the most frequent, ties by name
     raise CaptioningError(
         f"params.yaml: vocab.min_word_freq={min_word_freq} keeps no word: the most frequent of the "
         f"{len(counts)} training words ({word!r}) appears {most} times; lower it to at most {most}"
