@@ -55,7 +55,7 @@ def run(main: Callable[[], None]) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
     except OSError as error:
-        translated = output_error(error.filename or "an output", error)
+        translated = output_error(error.filename or "an output", error, atomic=False)  # e.g. DVCLive's own writes
         if translated is None:
             raise
         print(f"error: {translated}", file=sys.stderr)

@@ -39,13 +39,18 @@ def temporary_path(target: Path, pid: int | None = None) -> Path:
     return target.with_name(f".{target.name}.tmp-{os.getpid() if pid is None else pid}")
 
 
-def output_error(path: str | Path, error: OSError) -> CaptioningError | None:
-    """The one-line error for a write that failed for want of space or permission, else None."""
+def output_error(path: str | Path, error: OSError, atomic: bool = True) -> CaptioningError | None:
+    """The one-line error for a write that failed for want of space or permission, else None.
+
+    `atomic`: the write went through atomic_path, so its partial file is gone and the previous version kept.
+    """
     if error.errno in NO_SPACE:
-        return CaptioningError(
-            f"{path}: no space left on device ({error.strerror or 'disk full'}; nothing was written, the previous "
-            "version and any resumable state are kept: free some space and rerun)"
+        kept = (
+            "the partial file was removed; the previous version and any resumable state are kept"
+            if atomic
+            else "any resumable state is kept"
         )
+        return CaptioningError(f"{path}: no space left on device ({kept}: free some space and rerun)")
     if error.errno == errno.EROFS:
         return CaptioningError(f"{path}: cannot write it, the file system is read-only")
     if error.errno in (errno.EACCES, errno.EPERM):

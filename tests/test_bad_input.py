@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from fixtures_real import write_jpeg
 from PIL import Image
@@ -1184,3 +1185,290 @@ def test_damaged_features_file(tmp_path: Path, damage, expected):
         FeatureStore(path)
     pattern = expected(size).format(path=re.escape(str(path)))
     assert re.fullmatch(pattern, str(caught.value)), str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model files: every field load_model and its callers read is checked; one line names the file and the field.
+
+MODEL_WORDS = ["<pad>", "<start>", "<end>", "<unk>", "a", "dog"]
+
+
+def drop(field: str) -> Callable[[dict], object]:
+    return lambda payload: {k: v for k, v in payload.items() if k != field}
+
+
+def replace(field: str, value: object) -> Callable[[dict], object]:
+    return lambda payload: {**payload, field: value}
+
+
+def retrain(problem: str, field: str, meaning: str) -> str:
+    return (
+        f"{{path}}: the model file {problem} '{field}' ({meaning}): it is damaged or was not written by the train "
+        "stage; retrain (dvc repro train)"
+    )
+
+
+MODEL_FILE_CASES = [
+    pytest.param(drop("words"), retrain("has no", "words", "the vocabulary it was trained with"), id="no-words"),
+    pytest.param(drop("config"), retrain("has no", "config", "the decoder configuration"), id="no-config"),
+    pytest.param(drop("state_dict"), retrain("has no", "state_dict", "the weights"), id="no-state-dict"),
+    pytest.param(
+        drop("feature_recipe"),
+        retrain("has no", "feature_recipe", "the recipe of the features it was trained on"),
+        id="no-feature-recipe",
+    ),
+    pytest.param(
+        replace("words", "a dog"),
+        retrain("has a str instead of a list as its", "words", "the vocabulary it was trained with"),
+        id="words-not-a-list",
+    ),
+    pytest.param(
+        replace("words", [0, 1, 2]),
+        "{path}: the model file's 'words' must all be strings; retrain (dvc repro train)",
+        id="words-not-strings",
+    ),
+    pytest.param(
+        "empty",
+        "{path}: the model file is empty (0 bytes; an interrupted copy?): retrain or copy it again",
+        id="zero-bytes",
+    ),
+    pytest.param(
+        "pickled",
+        "{path}: not a plain state dict (it holds pickled Python objects, which can run code): not loaded, for safety",
+        id="pickled-object",
+    ),
+]
+
+
+class RunsCode:
+    """What a malicious model file holds: unpickling it would run a command."""
+
+    def __reduce__(self):
+        return (os.system, ("echo unpickled > unpickled.txt",))
+
+
+@pytest.mark.parametrize(("edit", "message"), MODEL_FILE_CASES)
+def test_model_files(tmp_path: Path, monkeypatch, capsys, edit, message: str):
+    from captioning.__main__ import main
+    from captioning.checkpoint import load_model, save_model
+    from captioning.model.decoder import CaptionDecoder, DecoderConfig
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "model.pt"
+    config = DecoderConfig(vocab_size=6, embed_dim=4, feature_dim=8, decoder_dim=4, attention_dim=4, dropout=0.0)
+    save_model(path, CaptionDecoder(config), MODEL_WORDS, {"weights": "none"})
+    if edit == "empty":
+        path.write_bytes(b"")
+    elif edit == "pickled":
+        torch.save({"format": "captioning-model/1", "config": RunsCode()}, path)
+    else:
+        torch.save(edit(torch.load(path, weights_only=True)), path)
+    with pytest.raises(CaptioningError) as caught:
+        load_model(path)
+    assert str(caught.value) == message.format(path=path)
+    # the caption command says the same in one line, exit status 1, no traceback
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(image)
+    assert main(["caption", str(image), "--model", str(path)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {message.format(path=path)}"]
+    assert not (tmp_path / "unpickled.txt").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs that cannot be written: a full disk or a read-only folder is one line naming the output, the previous
+# version and the resumable state are kept, nothing partial is left; a long stage checks before it starts.
+
+NO_SPACE = (
+    "{path}: no space left on device (the partial file was removed; the previous version and any resumable state "
+    "are kept: free some space and rerun)"
+)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every file captioning.io writes goes to /dev/full: the kernel's own ENOSPC, on the real write call."""
+    import builtins
+
+    import captioning.io
+
+    def open_full(path, mode="r", *args, **kwargs):
+        return builtins.open("/dev/full" if "w" in mode else path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(captioning.io, "open", open_full, raising=False)
+
+
+def test_disk_full_while_saving_the_model(tmp_path: Path, full_disk):
+    from captioning.checkpoint import save_model
+    from captioning.model.decoder import CaptionDecoder, DecoderConfig
+
+    path = tmp_path / "models/model.pt"
+    path.parent.mkdir()
+    path.write_bytes(b"the previous model")
+    config = DecoderConfig(vocab_size=6, embed_dim=4, feature_dim=8, decoder_dim=4, attention_dim=4, dropout=0.0)
+    with pytest.raises(CaptioningError) as caught:
+        save_model(path, CaptionDecoder(config), MODEL_WORDS, {"weights": "none"})
+    assert str(caught.value) == NO_SPACE.format(path=path)
+    assert path.read_bytes() == b"the previous model" and leftovers(tmp_path) == []
+
+
+def test_disk_full_while_writing_json(tmp_path: Path, full_disk):
+    from captioning.io import write_json
+
+    path = tmp_path / "metrics/evaluate.json"
+    with pytest.raises(CaptioningError) as caught:
+        write_json(path, {"bleu_4": 0.5})
+    assert str(caught.value) == NO_SPACE.format(path=path)
+    assert not path.exists() and leftovers(tmp_path) == []
+
+
+def test_a_read_only_output_folder_is_found_before_the_work_starts(tmp_path: Path, monkeypatch):
+    """check_writable, which the train and features stages call before their first epoch or image.
+
+    Tests run as root here, and root may write in a chmod-ed folder: so os.access is patched to answer as it
+    does for another user (EACCES) or on a read-only mount (with ST_RDONLY). What this proves is the decision and
+    the message, not the kernel's answer.
+    """
+    import captioning.io
+    from captioning.io import check_writable
+
+    check_writable(tmp_path / "models/model.pt")  # writable: nothing happens, the folder is created
+    assert (tmp_path / "models").is_dir()
+    monkeypatch.setattr(captioning.io.os, "access", lambda path, mode: False)
+    with pytest.raises(CaptioningError) as caught:
+        check_writable(tmp_path / "models/model.pt")
+    message = f"{tmp_path}/models/model.pt: cannot write it, its folder is read-only for this user (permission denied)"
+    assert str(caught.value) == message
+    monkeypatch.setattr(captioning.io, "_on_read_only_mount", lambda folder: True)
+    with pytest.raises(CaptioningError) as caught:
+        check_writable(tmp_path / "models/model.pt")
+    assert str(caught.value) == f"{tmp_path}/models/model.pt: cannot write it, the file system is read-only"
+
+
+def test_a_full_disk_outside_atomic_writes_is_one_line_too(capsys):
+    """E.g. DVCLive writing metrics/train/: cli.run reports the file and the cause, exit status 1."""
+    import errno
+
+    from captioning.cli import run
+
+    def main():
+        raise OSError(errno.ENOSPC, "No space left on device", "metrics/train/metrics.json")
+
+    with pytest.raises(SystemExit) as stopped:
+        run(main)
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: metrics/train/metrics.json: no space left on device (any resumable state is kept: free some space "
+        "and rerun)"
+    ]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 256 kB tmpfs: a real full disk. Needs root and mount rights (a container without them skips)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_features_stage_on_a_full_disk_stops_with_one_line_and_keeps_its_parts(tmp_path: Path, small_disk: Path):
+    """HDF5 used to crash (exit 139) closing a file after a failed write: now one line and exit status 1."""
+    folder = tmp_path.resolve()
+    names = [f"{i:02d}.png" for i in range(24)]  # 24 x 16 kB of features: more than the 256 kB disk
+    table_file([{"image": name, **ROW} for name in names], {name: png_bytes() for name in names})(folder)
+    features = {"image_size": IMAGE_SIZE, "batch_size": 8, "num_workers": 1, "precision": "fp32", "chunk_size": 8}
+    (folder / "params.yaml").write_text(yaml.safe_dump({"features": features}), encoding="utf-8")
+    output = small_disk.resolve() / "features.h5"
+    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.features", "--output", str(output)],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: " + NO_SPACE.format(path=output)
+    ]
+    assert list(small_disk.iterdir()) == [] and leftovers(folder) == []
+    assert len(list((folder / "scratch/features").glob("*/part-*.h5"))) == 3  # the resumable parts are kept
+
+
+def test_save_model_on_a_full_disk(small_disk: Path):
+    """torch.save's own writer said only `unexpected pos`; saved through memory, the kernel's ENOSPC names the file."""
+    from captioning.checkpoint import save_model
+    from captioning.model.decoder import CaptionDecoder, DecoderConfig
+
+    path = small_disk / "model.pt"
+    config = DecoderConfig(vocab_size=500, embed_dim=64, feature_dim=64, decoder_dim=64, attention_dim=64, dropout=0)
+    with pytest.raises(CaptioningError) as caught:
+        save_model(path, CaptionDecoder(config), MODEL_WORDS, {"weights": "none"})
+    assert str(caught.value) == NO_SPACE.format(path=path)
+    assert list(small_disk.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Leftovers and interruptions: temporaries of killed runs are removed when a stage starts; Ctrl-C is one line.
+
+
+def dead_pid() -> int:
+    """The process id of a process that has exited (pids are not reused within a test's lifetime)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_temporaries_of_killed_runs_are_removed_when_a_stage_starts(tmp_path: Path):
+    folder = tmp_path.resolve()
+    dead, alive = dead_pid(), os.getpid()
+    stale = [f"data/.images.tmp-{dead}/scene_000000.png", f"models/.model.pt.tmp-{dead}",
+             f"scratch/features/0123abcd/.part-00000.h5.tmp-{dead}"]  # fmt: skip
+    running = f"data/.other.json.tmp-{alive}"  # a live process's: left alone
+    for name in [*stale, running]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"partial")
+    data = {"num_train": 3, "num_val": 1, "num_test": 1, "image_size": 32}
+    (folder / "params.yaml").write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
+    result = run_stage(folder, "data")
+    assert result.returncode == 0, result.stderr
+    assert leftovers(folder) == [running]
+    assert (folder / "data/dataset.json").is_file()
+
+
+def test_a_failed_final_rename_removes_its_temporary(tmp_path: Path):
+    target = tmp_path / "model.pt"
+    (target / "inside").mkdir(parents=True)  # the target is a folder: a file cannot replace it
+    with pytest.raises(CaptioningError) as caught, atomic_path(target) as temporary:
+        temporary.write_bytes(b"new model")
+    assert str(caught.value) == f"{target}: cannot replace this folder with the new output (Is a directory); remove it"
+    assert leftovers(tmp_path) == [] and (target / "inside").is_dir()
+
+
+INTERRUPTED = "interrupted: no partial output was written (dvc checkout restores the last recorded one); "
+
+
+@pytest.mark.parametrize(
+    ("stage", "kept"),
+    [
+        ("train", "the state after the last completed epoch is kept in scratch/train/; rerun the stage (dvc repro) to "
+                  "continue after it"),
+        ("features", "the finished parts in scratch/features/ are kept; rerun the stage (dvc repro) to continue from "
+                     "them"),
+        ("vocab", "rerun the stage (dvc repro) to run it again"),
+    ],
+)  # fmt: skip
+def test_ctrl_c_is_one_line_saying_what_was_kept(tmp_path: Path, stage: str, kept: str):
+    """A real SIGINT, sent by the stage to itself while it sleeps: no race, the signal is pending when sleep starts."""
+    script = tmp_path / "stages" / f"{stage}.py"
+    script.parent.mkdir()
+    script.write_text(
+        "import os, signal, time\nfrom captioning.cli import run\n\n\n"
+        "def main():\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(60)\n\n\nrun(main)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 130
+    assert result.stderr.splitlines() == [INTERRUPTED + kept]
