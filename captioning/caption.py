@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from captioning.checkpoint import load_model
-from captioning.data.images import BadImageError, load_rgb, resize_to_array
+from captioning.data.images import BadImageError, check_local, load_rgb, resize_to_array
 from captioning.decoding import beam_search
 from captioning.device import autocast, resolve_precision, select_device
 from captioning.errors import CaptioningError
@@ -128,14 +128,14 @@ def attention_path(template: Path, position: int, count: int) -> Path:
     return template.with_name(f"{template.stem}_{position}{suffix}")
 
 
-def _batches(paths: list[Path], size: int):
+def _batches(paths: list[str], size: int):
     for start in range(0, len(paths), size):
         yield list(enumerate(paths[start : start + size], start=start + 1))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m captioning caption", description=__doc__.splitlines()[0])
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="JPEG, PNG, ... of any size")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="JPEG, PNG, WebP, ... file of any size")
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--beam", type=int, default=5, help="beam size (1 = greedy)")
     parser.add_argument("--max-len", type=int, default=30, help="at most this many words")
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             ready = []  # (position, path, prepared array, display image or None)
             for position, path in batch:
                 try:
-                    image = load_rgb(path)
+                    image = load_rgb(check_local(path))
                 except BadImageError as error:
                     bar.write(f"error: {error}", file=sys.stderr)
                     failures += 1

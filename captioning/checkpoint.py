@@ -7,12 +7,14 @@ image size, precision), so captioning a new image uses exactly the same encoder.
 
 from __future__ import annotations
 
+import io
+import pickle
 from pathlib import Path
 
 import torch
 
 from captioning.errors import CaptioningError
-from captioning.io import atomic_path
+from captioning.io import atomic_path, write_bytes
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 
 
@@ -25,8 +27,58 @@ def save_model(path: str | Path, decoder: CaptionDecoder, words: list[str], feat
         "feature_recipe": {k: (v.item() if hasattr(v, "item") else v) for k, v in feature_recipe.items()},
         **extra,
     }
+    save_torch(path, payload)
+
+
+def save_torch(path: str | Path, value: object) -> None:
+    """torch.save through atomic_path, serialised in memory first.
+
+    torch's own file writer reports a full disk as `unexpected pos` without the cause or the file; a
+    plain write gives OSError(ENOSPC), which atomic_path turns into one line naming `path`.
+    """
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
     with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
+        write_bytes(temporary, buffer.getbuffer())
+
+
+# The fields load_model and its callers read, and what each holds (for the error naming a missing one).
+FIELDS = {
+    "config": (dict, "the decoder configuration"),
+    "state_dict": (dict, "the weights"),
+    "words": (list, "the vocabulary it was trained with"),
+    "feature_recipe": (dict, "the recipe of the features it was trained on"),
+}
+
+
+def _check_fields(path: Path, payload: dict) -> None:
+    for field, (kind, meaning) in FIELDS.items():
+        if field not in payload:
+            problem = "has no"
+        elif not isinstance(payload[field], kind):
+            problem = f"has a {type(payload[field]).__name__} instead of a {kind.__name__} as its"
+        else:
+            continue
+        raise CaptioningError(
+            f"{path}: the model file {problem} '{field}' ({meaning}): it is damaged or was not written by the "
+            "train stage; retrain (dvc repro train)"
+        )
+    words = payload["words"]
+    if not all(isinstance(word, str) for word in words):
+        raise CaptioningError(f"{path}: the model file's 'words' must all be strings; retrain (dvc repro train)")
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """The one line of torch's weights-only error that says what is wrong, without its advice."""
+    text = str(error)
+    _, marker, rest = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in rest.splitlines() if line.strip()] if marker else []
+    return lines[0] if lines else _first_line(error)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def load_model(
@@ -36,12 +88,25 @@ def load_model(
     path = Path(path)
     if not path.is_file():
         raise CaptioningError(f"{path}: model file not found (run the train stage)")
+    if path.stat().st_size == 0:
+        raise CaptioningError(
+            f"{path}: the model file is empty (0 bytes; an interrupted copy?): retrain or copy it again"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error):  # no pickled object: not a pickle at all: a text file, a truncated one
+            raise CaptioningError(f"{path}: not a loadable model file ({_unpickler_reason(error)})") from None
+        # weights_only refused a pickled object; torch's advice to load it with weights_only=False is not ours
+        raise CaptioningError(
+            f"{path}: not a plain state dict (it holds pickled Python objects, which can run code): not loaded, "
+            "for safety"
+        ) from None
     except Exception as error:
-        raise CaptioningError(f"{path}: not a loadable model file ({error})") from None
+        raise CaptioningError(f"{path}: not a loadable model file ({_first_line(error)})") from None
     if not isinstance(payload, dict) or payload.get("format") != "captioning-model/1":
         raise CaptioningError(f"{path}: not a model file written by this project")
+    _check_fields(path, payload)
     try:
         decoder = build_decoder(DecoderConfig(**payload["config"]), implementation)
         decoder.load_state_dict(payload["state_dict"])

@@ -95,11 +95,47 @@ def load_word2vec(path_or_name: str, limit: int = 0, dim: int | None = None):
         raise CaptioningError(f"embeddings.word2vec_path: {path} not found")
     binary = path.name.endswith((".bin", ".bin.gz"))
     _check_dim(str(path), word2vec_header(path, binary)[1], dim)
+    count, found_dim = word2vec_header(path, binary)
     try:
         return KeyedVectors.load_word2vec_format(str(path), binary=binary, limit=limit)
-    except Exception as error:
+    except Exception:
+        # gensim's reasons ("could not broadcast input array...", "pop from empty list") do not say where
+        where = _first_bad_text_line(path, count, found_dim, limit) if not binary else None
+        reason = where or (
+            f"it ends early or is damaged: its first line announces {count} vectors of {found_dim} values; "
+            "a truncated download?"
+        )
         kind = "binary" if binary else "text"
-        raise CaptioningError(f"embeddings.word2vec_path: {path} is not a {kind} word2vec file ({error})") from None
+        raise CaptioningError(
+            f"embeddings.word2vec_path: {path} is not a valid {kind} word2vec file: {reason}"
+        ) from None
+
+
+def _first_bad_text_line(path: Path, count: int, dim: int, limit: int | None) -> str | None:
+    """Where a text word2vec file breaks its format: `WORD v1 ... v<dim>` on each of `count` lines."""
+    import gzip
+
+    opener = gzip.open if path.name.endswith(".gz") else open
+    wanted = min(count, limit) if limit else count
+    lines = 0
+    with opener(path, "rt", encoding="utf-8", errors="replace") as file:
+        next(file, None)  # the header, checked already
+        for number, line in enumerate(file, start=2):
+            if lines == wanted:
+                return None
+            fields = line.rstrip("\r\n").rstrip(" ").split(" ")
+            if len(fields) != dim + 1 or not fields[0]:
+                got = "nothing" if not fields[0] else f"{fields[0][:40]!r} and {len(fields) - 1} values"
+                return f"line {number}: expected a word and {dim} numbers, got {got}"
+            for value in fields[1:]:
+                try:
+                    float(value)
+                except ValueError:
+                    return f"line {number}: {value[:40]!r} (of {fields[0][:40]!r}) is not a number"
+            lines += 1
+    if lines < wanted:
+        return f"it has {lines} vectors but its first line announces {count}"
+    return None
 
 
 def embedding_matrix(words: list[str], vectors, seed: int) -> tuple[np.ndarray, float]:

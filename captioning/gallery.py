@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import logging
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +74,18 @@ def _entry_html(entry: GalleryEntry, folder: Path) -> str:
     )
 
 
+def _metric(value: float) -> str:
+    """Scores to four decimals; counts (generated_objects, grounding_words, ...) as the integers they are."""
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    return f"{value:.4f}"
+
+
 def gallery_html(
     entries: list[GalleryEntry], title: str, metrics: dict[str, float] | None = None, folder: Path = Path(".")
 ) -> str:
     """The page; attention figures are linked relative to `folder`, where the page will be."""
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{v:.4f}</td></tr>" for k, v in (metrics or {}).items())
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_metric(v)}</td></tr>" for k, v in (metrics or {}).items())
     summary = f"<table>{rows}</table>" if rows else ""
     cards = "\n".join(_entry_html(entry, folder) for entry in entries)
     return (

@@ -18,13 +18,13 @@ from torch import nn
 from tqdm import tqdm
 
 from captioning import distributed
+from captioning.checkpoint import save_torch
 from captioning.data.table import CaptionTable
 from captioning.decoding import greedy_decode
 from captioning.device import autocast
 from captioning.errors import CaptioningError
 from captioning.evaluation import EvaluationImages, decode_captions
 from captioning.features.store import FeatureStore
-from captioning.io import atomic_path
 from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, paper
 from captioning.params import TrainParams
@@ -267,8 +267,7 @@ def save_training_state(path, run_key, decoder, optimizer, scheduler, rng, histo
         "best": best,
         "best_state": best_state,
     }
-    with atomic_path(path) as temporary:
-        torch.save(state, temporary)
+    save_torch(path, state)  # a full disk: one line naming the file, not torch's "unexpected pos"
 
 
 def load_training_state(path: Path, run_key: str) -> dict | None:

@@ -17,13 +17,13 @@ from dvclive import Live
 
 from captioning import distributed
 from captioning.checkpoint import save_model
-from captioning.data.table import read_table
+from captioning.data.table import check_splits, read_table
 from captioning.device import resolve_precision
 from captioning.errors import CaptioningError
 from captioning.evaluation import EvaluationImages
 from captioning.features.recipe import FeatureRecipe
 from captioning.features.store import FeatureStore
-from captioning.io import run_fingerprint
+from captioning.io import check_writable, run_fingerprint
 from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 from captioning.params import ModelParams, TrainParams
@@ -64,6 +64,8 @@ def run_training(
     table, vocabulary = read_table(files.table), Vocabulary.load(files.vocab)
     store = FeatureStore(files.features, memory_budget_bytes=int(params.feature_memory_gb * 2**30))
     recipe = FeatureRecipe.from_dict(store.attrs, str(files.features), "rerun the features stage (dvc repro features)")
+    check_splits(table, files.table, store.skipped)
+    check_writable(files.model, files.scratch / "state.pt")
     train = CaptionSet.from_encoded(np.load(files.encoded), table, store)
     val = EvaluationImages.from_split(table, store, "val")
     embeddings = load_embeddings(files.embeddings, files.vocab, len(vocabulary))

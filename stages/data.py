@@ -10,7 +10,7 @@ from pathlib import Path
 from captioning.cli import log, run
 from captioning.data.readers.dataset import read_dataset
 from captioning.data.scenes import generate_scenes
-from captioning.data.table import write_table
+from captioning.data.table import check_splits, write_table
 from captioning.io import atomic_path
 from captioning.params import load_params
 
@@ -24,6 +24,7 @@ def main() -> None:
 
     if params.dataset != "scenes":
         table = read_dataset(params.dataset, params.root, params.format, params.seed)
+        check_splits(table, f"{params.dataset} in data.root={params.root}")
         with atomic_path(args.images) as image_dir:
             image_dir.mkdir()
             manifest = f"{table.dataset}: {len(table.images)} images are read in place from\n{table.image_root}\n"

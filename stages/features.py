@@ -12,7 +12,7 @@ from captioning.features.encoder import build_encoder
 from captioning.features.extract import encoder_fingerprint
 from captioning.features.parts import extract_in_parts
 from captioning.features.recipe import FeatureRecipe
-from captioning.io import run_fingerprint
+from captioning.io import check_writable, run_fingerprint
 from captioning.params import load_params
 
 
@@ -26,6 +26,7 @@ def main() -> None:
     on_bad_image = load_params("data").on_bad_image
 
     table = read_table(args.table)
+    check_writable(args.output, args.scratch / "parts")
     device = select_device()
     precision = resolve_precision(params.precision, device)
     make_encoder = partial(build_encoder, params.weights, params.seed, params.imagenet_variant)

@@ -9,7 +9,7 @@ from captioning.cli import log, run
 from captioning.data.table import read_table
 from captioning.io import atomic_path, write_json
 from captioning.params import load_params
-from captioning.text.vocabulary import Vocabulary, encode_captions, unk_rate
+from captioning.text.vocabulary import Vocabulary, check_has_words, encode_captions, unk_rate
 
 
 def main() -> None:
@@ -31,6 +31,7 @@ def main() -> None:
             train_image_index.extend([index] * len(captions))
 
     vocabulary = Vocabulary.build(tokenized["train"], params.min_word_freq)
+    check_has_words(vocabulary, tokenized["train"], params.min_word_freq)
     encoded = encode_captions(vocabulary, tokenized["train"], train_image_index, params.max_len)
     vocabulary.save(args.vocab)
     with atomic_path(args.encoded) as temporary:

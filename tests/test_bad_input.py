@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from fixtures_real import write_jpeg
 from PIL import Image
@@ -185,6 +186,48 @@ F30K = {"data": {"dataset": "flickr30k", "root": "f30k"}}
 ROW = {"split": "train", "captions": ["a red circle"]}
 
 
+def karpathy(images: list[tuple[str, str]], sentences: list | None = None) -> str:
+    """A Karpathy split file of (filename, split) pairs, one sentence each unless `sentences` is given."""
+    return json.dumps(
+        {
+            "dataset": "flickr30k",
+            "images": [
+                {"filename": name, "split": split, "sentences": sentences if sentences is not None else
+                 [{"raw": f"A {name} .", "tokens": ["a", name]}]}
+                for name, split in images
+            ],
+        }
+    )  # fmt: skip
+
+
+def vocab_file(folder: Path) -> None:
+    (folder / "data").mkdir(exist_ok=True)
+    (folder / "data/vocab.json").write_text(json.dumps({"words": ["<pad>", "<start>", "<end>", "<unk>", "a", "dog"]}))
+
+
+def also(*writers: Callable[[Path], None]) -> Callable[[Path], None]:
+    def write(folder: Path) -> None:
+        for writer in writers:
+            writer(folder)
+
+    return write
+
+
+def word2vec_text(text: str) -> Callable[[Path], None]:
+    return also(vocab_file, lambda folder: (folder / "vectors.txt").write_text(text, encoding="utf-8"))
+
+
+def features_without(skipped: list[str], kept: list[str]) -> Callable[[Path], None]:
+    """data/features.h5 with features for `kept` and `skipped` recorded as unreadable by the features stage."""
+
+    def write(folder: Path) -> None:
+        writer = FeatureWriter(folder / "data/features.h5", len(kept), 4, 8, {"image_size": 64})
+        writer.append(kept, np.ones((len(kept), 4, 8), dtype=np.float32))
+        writer.close(skipped)
+
+    return write
+
+
 @dataclass
 class StageCase:
     stage: str
@@ -272,9 +315,112 @@ STAGE_CASES = [
     ),
     pytest.param(
         StageCase(
+            "data",
+            {"data": {"dataset": "flickr30k", "root": "flickr30k.zip"}},
+            "error: data.root={tmp}/flickr30k.zip is a file, not a folder: probably the downloaded archive; unpack "
+            "it and set data.root to the folder it gives",
+            DATA_OUTPUTS,
+            lambda folder: (folder / "flickr30k.zip").write_bytes(b"PK\x03\x04" + bytes(100)),
+        ),
+        id="data-root-is-the-archive",
+    ),
+    pytest.param(
+        StageCase(
+            "data",
+            F30K,
+            "error: flickr30k in data.root=f30k: no test images: the split file or the captions give none, and every "
+            "split needs at least one (train to learn, val to choose the epoch, test to score)",
+            DATA_OUTPUTS,
+            flickr30k_files(
+                "dataset_flickr30k.json", karpathy([("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "val")])
+            ),
+        ),
+        id="data-karpathy-file-without-test-images",
+    ),
+    pytest.param(
+        StageCase(
+            "data",
+            F30K,
+            "error: flickr30k in data.root=f30k: no val images: the split file or the captions give none, and every "
+            "split needs at least one (train to learn, val to choose the epoch, test to score)",
+            DATA_OUTPUTS,
+            flickr30k_files(
+                "flickr_annotations_30k.csv",
+                'raw,sentids,split,filename,img_id\n"[""A dog .""]",[0],train,a.jpg,0\n'
+                '"[""A cat .""]",[1],test,b.jpg,1\n"[""A cow .""]",[2],train,c.jpg,2\n',
+            ),
+        ),
+        id="data-hf-csv-without-val-images",
+    ),
+    pytest.param(
+        StageCase(
             "vocab", None, "error: params.yaml: params file not found (run from the repository root)", VOCAB_OUTPUTS
         ),
         id="vocab-no-params-file",
+    ),
+    pytest.param(
+        StageCase(
+            "vocab",
+            {},
+            "error: data/dataset.json: images[1]: image a.png (as ./a.png) is listed twice",
+            VOCAB_OUTPUTS,
+            table_file([{"image": "a.png", **ROW}, {"image": "./a.png", **ROW, "split": "test"}]),
+        ),
+        id="vocab-same-image-under-two-spellings",
+    ),
+    pytest.param(
+        StageCase(
+            "vocab",
+            {},
+            "error: data/dataset.json: images[1]: image sub/a.png (as sub//./a.png) is listed twice",
+            VOCAB_OUTPUTS,
+            table_file([{"image": "sub/a.png", **ROW}, {"image": "sub//./a.png", **ROW}]),
+        ),
+        id="vocab-same-image-with-doubled-slash",
+    ),
+    pytest.param(
+        StageCase(
+            "vocab",
+            {"vocab": {"min_word_freq": 1000}},
+            "error: params.yaml: vocab.min_word_freq=1000 keeps no word: the most frequent of the 4 training words "
+            "('a') appears 2 times; lower it to at most 2",
+            VOCAB_OUTPUTS,
+            table_file([{"image": "a.png", **ROW}, {"image": "b.png", "split": "train", "captions": ["a dog"]}]),
+        ),
+        id="vocab-only-special-tokens",
+    ),
+    pytest.param(
+        StageCase(
+            "embeddings",
+            {"embeddings": {"word2vec_path": "vectors.txt", "dim": 4}},
+            "error: embeddings.word2vec_path: vectors.txt is not a valid text word2vec file: line 3: expected a word "
+            "and 4 numbers, got 'dog' and 3 values",
+            ("data/embeddings.npy", "metrics/embeddings.json"),
+            word2vec_text("3 4\na 1 2 3 4\ndog 1 2 3\ncat 1 2 3 4\n"),
+        ),
+        id="embeddings-word2vec-line-too-short",
+    ),
+    pytest.param(
+        StageCase(
+            "embeddings",
+            {"embeddings": {"word2vec_path": "vectors.txt", "dim": 4}},
+            "error: embeddings.word2vec_path: vectors.txt is not a valid text word2vec file: line 2: 'x' (of 'a') is "
+            "not a number",
+            ("data/embeddings.npy", "metrics/embeddings.json"),
+            word2vec_text("2 4\na 1 x 3 4\ndog 1 2 3 4\n"),
+        ),
+        id="embeddings-word2vec-value-not-a-number",
+    ),
+    pytest.param(
+        StageCase(
+            "embeddings",
+            {"embeddings": {"word2vec_path": "vectors.txt", "dim": 4}},
+            "error: embeddings.word2vec_path: vectors.txt is not a valid text word2vec file: it has 1 vectors but its "
+            "first line announces 5",
+            ("data/embeddings.npy", "metrics/embeddings.json"),
+            word2vec_text("5 4\na 1 2 3 4\n"),
+        ),
+        id="embeddings-word2vec-fewer-vectors-than-announced",
     ),
     pytest.param(
         StageCase(
@@ -337,6 +483,29 @@ STAGE_CASES = [
             ("models/model.pt", "metrics/train"),
         ),
         id="train-lr-zero",
+        marks=pytest.mark.slow,
+    ),
+    pytest.param(
+        StageCase(
+            "train",
+            {},
+            "error: data/dataset.json: no val images left: the features stage skipped all 2 of them (missing or "
+            "unreadable, e.g. b.png; see its warnings); restore them and rerun the features stage",
+            ("models/model.pt", "metrics/train"),
+            also(
+                table_file(
+                    [
+                        {"image": "a.png", **ROW},
+                        {"image": "b.png", **ROW, "split": "val"},
+                        {"image": "c.png", **ROW, "split": "val"},
+                        {"image": "d.png", **ROW, "split": "test"},
+                    ]
+                ),
+                vocab_file,
+                features_without(["b.png", "c.png"], ["a.png", "d.png"]),
+            ),
+        ),
+        id="train-val-split-emptied-by-skipped-images",
         marks=pytest.mark.slow,
     ),
     pytest.param(
@@ -443,6 +612,16 @@ KARPATHY_TWO_SPLITS = json.dumps(
     }
 )
 
+
+def image_bytes(format: str, color=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (12, 10), color).save(buffer, format)
+    return buffer.getvalue()
+
+
+BOM = b"\xef\xbb\xbf"
+HF_HEADER = "raw,sentids,split,filename,img_id\n"
+
 CAPTION_CASES = [
     pytest.param(
         "flickr30k",
@@ -476,6 +655,140 @@ CAPTION_CASES = [
             "it is already in the train split"
         ),
         id="image-listed-in-two-splits",
+    ),
+    pytest.param(
+        "flickr30k",
+        {
+            "dataset_flickr30k.json": karpathy(
+                [("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "test"), ("./a.jpg", "test")]
+            )
+        },
+        Fails(
+            "{root}/dataset_flickr30k.json: images[3]: a.jpg is listed again, in the test split; "
+            "it is already in the train split"
+        ),
+        id="same-image-under-two-spellings-in-two-splits",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA dog .\n./a.jpg#1\tA puppy .\nb.jpg#0\tA cat .\n.//c.jpg#0\tA cow .\n"),
+        Reads({"a.jpg": ["A dog .", "A puppy ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]}),
+        id="same-image-under-two-spellings-gathers-its-captions",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"dataset_flickr30k.json": BOM + karpathy([("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "test")]).encode()},
+        Reads({"a.jpg": ["A a.jpg ."], "b.jpg": ["A b.jpg ."], "c.jpg": ["A c.jpg ."]}),
+        id="karpathy-json-with-byte-order-mark",
+    ),
+    pytest.param(
+        "flickr30k",
+        {
+            "dataset_flickr30k.json": json.dumps(
+                {
+                    "images": [
+                        {
+                            "filename": "a.jpg",
+                            "split": "train",
+                            "sentences": [{"raw": "A dog .", "tokens": ["a", "dog"]}],
+                        },
+                        {
+                            "filename": "b.jpg",
+                            "split": "val",
+                            "sentences": [{"raw": "A cat .", "tokens": ["a", "cat"]}],
+                        },
+                        {
+                            "filename": "c.jpg",
+                            "split": "test",
+                            "sentences": [{"raw": "A cow .", "tokens": ["a", "cow"]}],
+                        },
+                        {"filename": "d.jpg", "split": "test", "sentences": []},
+                    ]
+                }
+            )
+        },
+        Reads(
+            {"a.jpg": ["A dog ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]},
+            ["{root}/dataset_flickr30k.json: dropped 1 images without any caption (e.g. d.jpg)"],
+        ),
+        id="karpathy-image-with-empty-sentences",
+    ),  # fmt: skip
+    pytest.param(
+        "flickr30k",
+        {
+            "flickr_annotations_30k.csv": HF_HEADER + '"[""A dog .""]",[0],train,a.jpg,0\n"[]",[],train,b.jpg,1\n'
+            '"[""A cow .""]",[2],test,c.jpg,2\n'
+        },
+        Reads(
+            {"a.jpg": ["A dog ."], "c.jpg": ["A cow ."]},
+            ["{root}/flickr_annotations_30k.csv: dropped 1 images without any caption (e.g. b.jpg)"],
+        ),
+        id="hf-csv-image-with-empty-raw",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file(
+            "a.jpg#0\tA dog .\na.jpg#1\t!!! ...\nb.jpg#0\t\U0001f600\U0001f436\nb.jpg#1\tA cat .\n"
+            "c.jpg#0\t- - -\nc.jpg#1\tA cow .\ne.jpg#0\t\u200b\u200d\n"
+        ),
+        Reads(
+            {"a.jpg": ["A dog ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]},
+            [
+                "{root}/results_20130124.token: skipped 4 captions without any word (only punctuation, symbols or "
+                "invisible characters, e.g. '!!! ...')",
+                "{root}/results_20130124.token: dropped 1 images without any caption (e.g. e.jpg)",
+            ],
+        ),
+        id="captions-without-any-word",
+    ),
+    pytest.param(
+        "flickr30k",
+        {
+            "dataset_flickr30k.json": json.dumps(
+                {
+                    "images": [
+                        {
+                            "filename": "a.jpg",
+                            "split": "train",
+                            "sentences": [
+                                {"raw": "A dog .", "tokens": []},
+                                {"raw": "A puppy .", "tokens": ["a", "puppy"]},
+                            ],
+                        },
+                        {
+                            "filename": "b.jpg",
+                            "split": "val",
+                            "sentences": [{"raw": "A cat .", "tokens": ["a", "cat"]}],
+                        },
+                        {
+                            "filename": "c.jpg",
+                            "split": "test",
+                            "sentences": [{"raw": "A cow .", "tokens": ["a", "cow"]}],
+                        },
+                    ]
+                }
+            )
+        },
+        Reads(
+            {"a.jpg": ["A puppy ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]},
+            [
+                "{root}/dataset_flickr30k.json: skipped 1 captions without any word (only punctuation, symbols or "
+                "invisible characters, e.g. 'A dog .')"
+            ],
+        ),
+        id="karpathy-caption-with-no-tokens",
+    ),  # fmt: skip
+    pytest.param(
+        "flickr30k",
+        {
+            "results_20130124.token": "a.webp#0\tA dog .\nb.bmp#0\tA cat .\nc.tiff#0\tA cow .\nd.TIF#0\tA hen .\n",
+            "images/a.webp": image_bytes("WEBP"),
+            "images/b.bmp": image_bytes("BMP"),
+            "images/c.tiff": image_bytes("TIFF"),
+            "images/d.TIF": image_bytes("TIFF"),
+        },
+        Reads({"a.webp": ["A dog ."], "b.bmp": ["A cat ."], "c.tiff": ["A cow ."], "d.TIF": ["A hen ."]}),
+        id="webp-bmp-tiff-names",
     ),
     pytest.param(
         "flickr30k",
@@ -681,6 +994,27 @@ IMAGE_CASES = [
     pytest.param("alpha.png", rgba, Decodes((2, 1), {(0, 0): (255, 255, 255), (1, 0): (0, 0, 255)}), id="rgba"),
     pytest.param("moving.gif", animated_gif, Decodes((6, 6), {(3, 3): (255, 0, 0)}), id="animated-gif-first-frame"),
     pytest.param("turned.jpg", exif_rotated, Decodes((4, 8), {(2, 4): (0, 0, 254)}), id="exif-orientation"),
+    pytest.param(
+        "photo.webp", write_bytes(image_bytes("WEBP", (0, 0, 255))), Decodes((12, 10), {(5, 5): (0, 0, 255)}), id="webp"
+    ),
+    pytest.param(
+        "photo.bmp", write_bytes(image_bytes("BMP", (0, 0, 255))), Decodes((12, 10), {(5, 5): (0, 0, 255)}), id="bmp"
+    ),
+    pytest.param(
+        "photo.tiff", write_bytes(image_bytes("TIFF", (0, 0, 255))), Decodes((12, 10), {(5, 5): (0, 0, 255)}), id="tiff"
+    ),
+    pytest.param(
+        "named.jpg",
+        write_bytes(image_bytes("WEBP", (0, 0, 255))),
+        Decodes((12, 10), {(5, 5): (0, 0, 255)}),
+        id="webp-content-named-jpg",
+    ),
+    pytest.param(
+        "photo.png",
+        write_bytes(image_bytes("BMP", (0, 0, 255))),
+        Decodes((12, 10), {(5, 5): (0, 0, 255)}),
+        id="bmp-content-named-png",
+    ),
     pytest.param("missing.jpg", None, Refused("{path}: image file not found"), id="missing-file"),
     pytest.param(
         "empty.jpg",
@@ -838,7 +1172,7 @@ FEATURE_FILE_CASES = [
         id="zero-bytes",
     ),
     pytest.param(
-        lambda data: data[:2000] + bytes(4000) + data[6000:],
+        lambda data: data[:-8000] + bytes(4000) + data[-4000:],  # the heap of the image names, written last
         lambda size: r"{path}: not a readable features file \(.+\)" + re.escape(RERUN),
         id="zeroed-metadata",
     ),
@@ -858,3 +1192,317 @@ def test_damaged_features_file(tmp_path: Path, damage, expected):
         FeatureStore(path)
     pattern = expected(size).format(path=re.escape(str(path)))
     assert re.fullmatch(pattern, str(caught.value)), str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Model files: every field load_model and its callers read is checked; one line names the file and the field.
+
+MODEL_WORDS = ["<pad>", "<start>", "<end>", "<unk>", "a", "dog"]
+
+
+def drop(field: str) -> Callable[[dict], object]:
+    return lambda payload: {k: v for k, v in payload.items() if k != field}
+
+
+def replace(field: str, value: object) -> Callable[[dict], object]:
+    return lambda payload: {**payload, field: value}
+
+
+def retrain(problem: str, field: str, meaning: str) -> str:
+    return (
+        f"{{path}}: the model file {problem} '{field}' ({meaning}): it is damaged or was not written by the train "
+        "stage; retrain (dvc repro train)"
+    )
+
+
+MODEL_FILE_CASES = [
+    pytest.param(drop("words"), retrain("has no", "words", "the vocabulary it was trained with"), id="no-words"),
+    pytest.param(drop("config"), retrain("has no", "config", "the decoder configuration"), id="no-config"),
+    pytest.param(drop("state_dict"), retrain("has no", "state_dict", "the weights"), id="no-state-dict"),
+    pytest.param(
+        drop("feature_recipe"),
+        retrain("has no", "feature_recipe", "the recipe of the features it was trained on"),
+        id="no-feature-recipe",
+    ),
+    pytest.param(
+        replace("words", "a dog"),
+        retrain("has a str instead of a list as its", "words", "the vocabulary it was trained with"),
+        id="words-not-a-list",
+    ),
+    pytest.param(
+        replace("words", [0, 1, 2]),
+        "{path}: the model file's 'words' must all be strings; retrain (dvc repro train)",
+        id="words-not-strings",
+    ),
+    pytest.param(
+        "empty",
+        "{path}: the model file is empty (0 bytes; an interrupted copy?): retrain or copy it again",
+        id="zero-bytes",
+    ),
+    pytest.param(
+        "pickled",
+        "{path}: not a plain state dict (it holds pickled Python objects, which can run code): not loaded, for safety",
+        id="pickled-object",
+    ),
+]
+
+
+class RunsCode:
+    """What a malicious model file holds: unpickling it would run a command."""
+
+    def __reduce__(self):
+        return (os.system, ("echo unpickled > unpickled.txt",))
+
+
+@pytest.mark.parametrize(("edit", "message"), MODEL_FILE_CASES)
+def test_model_files(tmp_path: Path, monkeypatch, capsys, edit, message: str):
+    from captioning.__main__ import main
+    from captioning.checkpoint import load_model, save_model
+    from captioning.model import CaptionDecoder, DecoderConfig
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "model.pt"
+    config = DecoderConfig(
+        vocab_size=6,
+        embed_dim=4,
+        feature_dim=8,
+        decoder_dim=4,
+        attention_dim=4,
+        dropout=0.0,
+        attention="soft",
+        deep_output=False,
+    )
+    save_model(path, CaptionDecoder(config), MODEL_WORDS, {"weights": "none"})
+    if edit == "empty":
+        path.write_bytes(b"")
+    elif edit == "pickled":
+        torch.save({"format": "captioning-model/1", "config": RunsCode()}, path)
+    else:
+        torch.save(edit(torch.load(path, weights_only=True)), path)
+    with pytest.raises(CaptioningError) as caught:
+        load_model(path)
+    assert str(caught.value) == message.format(path=path)
+    # the caption command says the same in one line, exit status 1, no traceback
+    image = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(image)
+    assert main(["caption", str(image), "--model", str(path)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {message.format(path=path)}"]
+    assert not (tmp_path / "unpickled.txt").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs that cannot be written: a full disk or a read-only folder is one line naming the output, the previous
+# version and the resumable state are kept, nothing partial is left; a long stage checks before it starts.
+
+NO_SPACE = (
+    "{path}: no space left on device (the partial file was removed; the previous version and any resumable state "
+    "are kept: free some space and rerun)"
+)
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every file captioning.io writes goes to /dev/full: the kernel's own ENOSPC, on the real write call."""
+    import builtins
+
+    import captioning.io
+
+    def open_full(path, mode="r", *args, **kwargs):
+        return builtins.open("/dev/full" if "w" in mode else path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(captioning.io, "open", open_full, raising=False)
+
+
+def test_disk_full_while_saving_the_model(tmp_path: Path, full_disk):
+    from captioning.checkpoint import save_model
+    from captioning.model import CaptionDecoder, DecoderConfig
+
+    path = tmp_path / "models/model.pt"
+    path.parent.mkdir()
+    path.write_bytes(b"the previous model")
+    config = DecoderConfig(
+        vocab_size=6,
+        embed_dim=4,
+        feature_dim=8,
+        decoder_dim=4,
+        attention_dim=4,
+        dropout=0.0,
+        attention="soft",
+        deep_output=False,
+    )
+    with pytest.raises(CaptioningError) as caught:
+        save_model(path, CaptionDecoder(config), MODEL_WORDS, {"weights": "none"})
+    assert str(caught.value) == NO_SPACE.format(path=path)
+    assert path.read_bytes() == b"the previous model" and leftovers(tmp_path) == []
+
+
+def test_disk_full_while_writing_json(tmp_path: Path, full_disk):
+    from captioning.io import write_json
+
+    path = tmp_path / "metrics/evaluate.json"
+    with pytest.raises(CaptioningError) as caught:
+        write_json(path, {"bleu_4": 0.5})
+    assert str(caught.value) == NO_SPACE.format(path=path)
+    assert not path.exists() and leftovers(tmp_path) == []
+
+
+def test_a_read_only_output_folder_is_found_before_the_work_starts(tmp_path: Path, monkeypatch):
+    """check_writable, which the train and features stages call before their first epoch or image.
+
+    Tests run as root here, and root may write in a chmod-ed folder: so os.access is patched to answer as it
+    does for another user (EACCES) or on a read-only mount (with ST_RDONLY). What this proves is the decision and
+    the message, not the kernel's answer.
+    """
+    import captioning.io
+    from captioning.io import check_writable
+
+    check_writable(tmp_path / "models/model.pt")  # writable: nothing happens, the folder is created
+    assert (tmp_path / "models").is_dir()
+    monkeypatch.setattr(captioning.io.os, "access", lambda path, mode: False)
+    with pytest.raises(CaptioningError) as caught:
+        check_writable(tmp_path / "models/model.pt")
+    message = f"{tmp_path}/models/model.pt: cannot write it, its folder is read-only for this user (permission denied)"
+    assert str(caught.value) == message
+    monkeypatch.setattr(captioning.io, "_on_read_only_mount", lambda folder: True)
+    with pytest.raises(CaptioningError) as caught:
+        check_writable(tmp_path / "models/model.pt")
+    assert str(caught.value) == f"{tmp_path}/models/model.pt: cannot write it, the file system is read-only"
+
+
+def test_a_full_disk_outside_atomic_writes_is_one_line_too(capsys):
+    """E.g. DVCLive writing metrics/train/: cli.run reports the file and the cause, exit status 1."""
+    import errno
+
+    from captioning.cli import run
+
+    def main():
+        raise OSError(errno.ENOSPC, "No space left on device", "metrics/train/metrics.json")
+
+    with pytest.raises(SystemExit) as stopped:
+        run(main)
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: metrics/train/metrics.json: no space left on device (any resumable state is kept: free some space "
+        "and rerun)"
+    ]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 256 kB tmpfs: a real full disk. Needs root and mount rights (a container without them skips)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow
+def test_features_stage_on_a_full_disk_stops_with_one_line_and_keeps_its_parts(tmp_path: Path, small_disk: Path):
+    """HDF5 used to crash (exit 139) closing a file after a failed write: now one line and exit status 1."""
+    folder = tmp_path.resolve()
+    names = [f"{i:02d}.png" for i in range(24)]  # 24 x 16 kB of features: more than the 256 kB disk
+    table_file([{"image": name, **ROW} for name in names], {name: png_bytes() for name in names})(folder)
+    features = {"image_size": IMAGE_SIZE, "batch_size": 8, "num_workers": 1, "precision": "fp32", "chunk_size": 8}
+    (folder / "params.yaml").write_text(yaml.safe_dump({"features": features}), encoding="utf-8")
+    output = small_disk.resolve() / "features.h5"
+    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.features", "--output", str(output)],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: " + NO_SPACE.format(path=output)
+    ]
+    assert list(small_disk.iterdir()) == [] and leftovers(folder) == []
+    assert len(list((folder / "scratch/features").glob("*/part-*.h5"))) == 3  # the resumable parts are kept
+
+
+def test_save_model_on_a_full_disk(small_disk: Path):
+    """torch.save's own writer said only `unexpected pos`; saved through memory, the kernel's ENOSPC names the file."""
+    from captioning.checkpoint import save_model
+    from captioning.model import CaptionDecoder, DecoderConfig
+
+    path = small_disk / "model.pt"
+    config = DecoderConfig(
+        vocab_size=500,
+        embed_dim=64,
+        feature_dim=64,
+        decoder_dim=64,
+        attention_dim=64,
+        dropout=0,
+        attention="soft",
+        deep_output=False,
+    )
+    with pytest.raises(CaptioningError) as caught:
+        save_model(path, CaptionDecoder(config), MODEL_WORDS, {"weights": "none"})
+    assert str(caught.value) == NO_SPACE.format(path=path)
+    assert list(small_disk.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Leftovers and interruptions: temporaries of killed runs are removed when a stage starts; Ctrl-C is one line.
+
+
+def dead_pid() -> int:
+    """The process id of a process that has exited (pids are not reused within a test's lifetime)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_temporaries_of_killed_runs_are_removed_when_a_stage_starts(tmp_path: Path):
+    folder = tmp_path.resolve()
+    dead, alive = dead_pid(), os.getpid()
+    stale = [f"data/.images.tmp-{dead}/scene_000000.png", f"models/.model.pt.tmp-{dead}",
+             f"scratch/features/0123abcd/.part-00000.h5.tmp-{dead}"]  # fmt: skip
+    running = f"data/.other.json.tmp-{alive}"  # a live process's: left alone
+    for name in [*stale, running]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"partial")
+    data = {"num_train": 3, "num_val": 1, "num_test": 1, "image_size": 32}
+    (folder / "params.yaml").write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
+    result = run_stage(folder, "data")
+    assert result.returncode == 0, result.stderr
+    assert leftovers(folder) == [running]
+    assert (folder / "data/dataset.json").is_file()
+
+
+def test_a_failed_final_rename_removes_its_temporary(tmp_path: Path):
+    target = tmp_path / "model.pt"
+    (target / "inside").mkdir(parents=True)  # the target is a folder: a file cannot replace it
+    with pytest.raises(CaptioningError) as caught, atomic_path(target) as temporary:
+        temporary.write_bytes(b"new model")
+    assert str(caught.value) == f"{target}: cannot replace this folder with the new output (Is a directory); remove it"
+    assert leftovers(tmp_path) == [] and (target / "inside").is_dir()
+
+
+INTERRUPTED = "interrupted: no partial output was written (dvc checkout restores the last recorded one); "
+
+
+@pytest.mark.parametrize(
+    ("stage", "kept"),
+    [
+        ("train", "the state after the last completed epoch is kept in scratch/train/; rerun the stage (dvc repro) to "
+                  "continue after it"),
+        ("features", "the finished parts in scratch/features/ are kept; rerun the stage (dvc repro) to continue from "
+                     "them"),
+        ("vocab", "rerun the stage (dvc repro) to run it again"),
+    ],
+)  # fmt: skip
+def test_ctrl_c_is_one_line_saying_what_was_kept(tmp_path: Path, stage: str, kept: str):
+    """A real SIGINT, sent by the stage to itself while it sleeps: no race, the signal is pending when sleep starts."""
+    script = tmp_path / "stages" / f"{stage}.py"
+    script.parent.mkdir()
+    script.write_text(
+        "import os, signal, time\nfrom captioning.cli import run\n\n\n"
+        "def main():\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(60)\n\n\nrun(main)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 130
+    assert result.stderr.splitlines() == [INTERRUPTED + kept]

@@ -188,3 +188,25 @@ def test_python_dash_m_captioning(model, images):
     (line,) = result.stdout.splitlines()
     path, caption = line.split("\t")
     assert path == str(images["rgba"]) and len(caption.split()) == 2
+
+
+def test_a_url_is_refused_by_name_and_the_others_still_captioned(model, images, capsys):
+    urls = ["http://example.com/dog.jpg", "https://example.com/a//b.png"]
+    status = main(["caption", urls[0], str(images["jpeg"]), urls[1], "--model", str(model), "--max-len", str(MAX_LEN)])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert list(caption_lines(captured.out)) == [str(images["jpeg"])]
+    assert [line for line in captured.err.splitlines() if line.startswith("error:")] == [
+        f"error: {url}: URLs are not supported; download the image and give its file" for url in urls
+    ]
+
+
+def test_webp_content_is_captioned_whatever_its_name(model, tmp_path, capsys):
+    """The same policy as the features stage: the content decides (load_rgb), not the extension."""
+    paths = [tmp_path / "photo.webp", tmp_path / "really_webp.jpg", tmp_path / "scan.bmp", tmp_path / "scan.tiff"]
+    for path, kind in zip(paths, ["WEBP", "WEBP", "BMP", "TIFF"]):
+        Image.new("RGB", (40, 30), (200, 30, 30)).save(path, kind)
+    status = main(["caption", *map(str, paths), "--model", str(model), "--max-len", str(MAX_LEN)])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert list(caption_lines(captured.out)) == [str(p) for p in paths]

@@ -86,3 +86,9 @@ def test_renders_in_headless_chromium(entries, tmp_path):
     for colour in (RED, BLUE):  # the embedded pictures are displayed (JPEG: colours within a small tolerance)
         near = np.abs(pixels - colour).max(axis=1) < 30
         assert near.sum() > 5000, f"no picture in {colour} on the rendered page"
+
+
+def test_counts_are_shown_as_integers_and_scores_to_four_decimals(entries):
+    page = gallery_html(entries, "t", {"bleu_4": 0.123456, "generated_objects": 309, "grounding_words": np.int64(12)})
+    assert "<th>bleu_4</th><td>0.1235</td>" in page
+    assert "<th>generated_objects</th><td>309</td>" in page and "<th>grounding_words</th><td>12</td>" in page

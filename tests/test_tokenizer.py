@@ -20,6 +20,9 @@ from captioning.text.tokenizer import tokenize
         ("'quoted'", ["quoted"]),
         ("", []),
         ("... !!", []),
+        ("\u200b\u200d\u2060", []),  # zero-width space, joiner, word joiner: invisible, not a word
+        ("a\u200bdog", ["a", "dog"]),
+        ("\U0001f436\u200d\U0001f9ba", []),  # an emoji sequence
     ],
 )
 def test_tokenize(text, expected):

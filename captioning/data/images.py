@@ -7,6 +7,7 @@ gives its first frame. Images larger than MAX_PIXELS are refused before decoding
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,13 @@ from PIL import Image, ImageOps
 from captioning.errors import CaptioningError
 
 MAX_PIXELS = 50_000_000
+_STUBS = {"BUFR", "GRIB", "HDF5", "WMF", "MPEG"}  # formats Pillow only identifies, never decodes
+# Names the dataset readers take for images: every extension of a format Pillow decodes (.jpg, .png,
+# .webp, .bmp, .tif, .gif, ...). The file is decoded by its content whatever its name says, here and
+# in the caption command.
+IMAGE_EXTENSIONS = tuple(
+    sorted(ext for ext, kind in Image.registered_extensions().items() if kind in Image.OPEN and kind not in _STUBS)
+)
 
 
 class BadImageError(CaptioningError):
@@ -33,6 +41,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def check_local(argument: str) -> Path:
+    """A command-line image argument as a path; a URL is refused by name (Path would mangle `//`)."""
+    if _URL.match(argument):
+        raise BadImageError(f"{argument}: URLs are not supported; download the image and give its file")
+    return Path(argument)
 
 
 def load_rgb(path: str | Path) -> Image.Image:

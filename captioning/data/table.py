@@ -25,13 +25,28 @@ _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 def check_image_name(name: str, where: str) -> str:
-    """The image name if it stays inside the image root, else a CaptioningError naming `where`."""
+    """The image name in its one spelling (see normal_image_name) if it stays inside the image root.
+
+    Otherwise a CaptioningError naming `where`.
+    """
     parts = re.split(r"[/\\]", name)
     if not name or "\0" in name or name.startswith(("/", "\\")) or _DRIVE.match(name) or ".." in parts:
         raise CaptioningError(
             f"{where}: image name {name!r} must be a relative path inside the image folder (no absolute path, no '..')"
         )
-    return name
+    normal = normal_image_name(name)
+    if not normal:
+        raise CaptioningError(f"{where}: image name {name!r} names the image folder itself, not a file in it")
+    return normal
+
+
+def normal_image_name(name: str) -> str:
+    """One spelling per file: `./1000.jpg`, `a//b.jpg` and `a/./b.jpg` are `1000.jpg` and `a/b.jpg`.
+
+    Duplicates and an image listed in two splits are found on this spelling. Case is kept: the file
+    systems the datasets live on here are case-sensitive, so `A.jpg` and `a.jpg` are two files.
+    """
+    return "/".join(part for part in name.split("/") if part not in ("", "."))
 
 
 @dataclass
@@ -71,6 +86,26 @@ class CaptionTable:
         return self.image_root / record.image
 
 
+def check_splits(table: CaptionTable, source: str | Path, skipped: set[str] = frozenset()) -> None:
+    """Every split must keep at least one image, or training, validation or the test cannot run.
+
+    `skipped`: images the features stage could not read (data.on_bad_image: skip). Checked by the data
+    stage on the table and at the start of training on what the features stage kept.
+    """
+    for split in SPLITS:
+        names = [record.image for record in table.split(split)]
+        if not names:
+            raise CaptioningError(
+                f"{source}: no {split} images: the split file or the captions give none, and every split needs "
+                "at least one (train to learn, val to choose the epoch, test to score)"
+            )
+        if all(name in skipped for name in names):
+            raise CaptioningError(
+                f"{source}: no {split} images left: the features stage skipped all {len(names)} of them (missing or "
+                f"unreadable, e.g. {names[0]}; see its warnings); restore them and rerun the features stage"
+            )
+
+
 def write_table(path: str | Path, table: CaptionTable) -> None:
     path = Path(path)
     root = Path(table.image_root)
@@ -98,14 +133,15 @@ def read_table(path: str | Path) -> CaptionTable:
         where = f"{path}: images[{row}]"
         if not isinstance(raw, dict) or not isinstance(raw.get("image"), str):
             raise CaptioningError(f"{where}: expected an object with an 'image' file name")
-        check_image_name(raw["image"], where)
+        name = check_image_name(raw["image"], where)
         if raw.get("split") not in SPLITS:
             raise CaptioningError(f"{where} ({raw['image']}): split must be one of {', '.join(SPLITS)}")
         captions = raw.get("captions")
         if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
             raise CaptioningError(f"{where} ({raw['image']}): 'captions' must be a non-empty list of strings")
-        if raw["image"] in seen:
-            raise CaptioningError(f"{where}: image {raw['image']} is listed twice")
-        seen.add(raw["image"])
-        table.images.append(ImageRecord(raw["image"], raw["split"], captions, raw.get("tokens"), raw.get("objects")))
+        if name in seen:
+            spelled = "" if name == raw["image"] else f" (as {raw['image']})"
+            raise CaptioningError(f"{where}: image {name}{spelled} is listed twice")
+        seen.add(name)
+        table.images.append(ImageRecord(name, raw["split"], captions, raw.get("tokens"), raw.get("objects")))
     return table

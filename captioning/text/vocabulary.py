@@ -59,6 +59,22 @@ class Vocabulary:
         return cls(document["words"])
 
 
+def check_has_words(vocabulary: Vocabulary, tokenized_captions: list[list[str]], min_word_freq: int) -> None:
+    """A vocabulary of the special tokens alone trains a model that can only say `<unk>`: stop instead."""
+    if len(vocabulary) > len(SPECIALS):
+        return
+    counts = Counter(token for caption in tokenized_captions for token in caption if token not in SPECIALS)
+    if not counts:
+        raise CaptioningError(
+            f"the training split has no words ({len(tokenized_captions)} training captions): check the caption table"
+        )
+    word, most = min(counts.items(), key=lambda item: (-item[1], item[0]))  # the most frequent, ties by name
+    raise CaptioningError(
+        f"params.yaml: vocab.min_word_freq={min_word_freq} keeps no word: the most frequent of the "
+        f"{len(counts)} training words ({word!r}) appears {most} times; lower it to at most {most}"
+    )
+
+
 def encode_captions(
     vocabulary: Vocabulary, tokenized: list[list[str]], image_index: list[int], max_len: int
 ) -> dict[str, np.ndarray]:

@@ -4,12 +4,16 @@ Caption policy (the same for every format):
 - whitespace is normalised (runs of spaces, tabs and newlines become one space, ends stripped);
   the text is otherwise kept exactly, non-ASCII included, whatever its length (training truncation
   happens in the vocab stage, scoring uses the full references);
-- empty or whitespace-only captions are skipped and counted in one logged warning; an image left
-  without captions is dropped;
+- empty or whitespace-only captions, and captions without any word (only punctuation, emoji or
+  invisible characters: they would train as `<start> <end>` and be scored as empty references), are
+  skipped and counted in one logged warning each; an image without any caption (an empty Karpathy
+  `sentences` list, a `raw` of `[]`) is dropped and counted;
 - duplicate captions of one image are kept, as the datasets ship them, so scores match published ones;
 - an image listed more than once gathers the captions of all its entries; listed in two splits, it is an error;
-- an entry whose image name has no image extension (Flickr8k's `2258277193_586949ec62.jpg.1`) is
-  skipped and logged; a name that tries to leave the image folder is an error.
+- image names are kept in one spelling (`./a.jpg` is `a.jpg`, see table.normal_image_name);
+- an entry whose name does not end in an extension Pillow opens (.jpg, .png, .webp, .bmp, .tif, .gif,
+  ...; Flickr8k's `2258277193_586949ec62.jpg.1` does not) is skipped and logged; the file itself is then
+  decoded by its content, whatever its extension says; a name that tries to leave the image folder is an error.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from captioning.data.images import IMAGE_EXTENSIONS
 from captioning.data.table import SPLITS, check_image_name
 from captioning.errors import CaptioningError
+from captioning.text.tokenizer import tokenize
 
 log = logging.getLogger(__name__)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SEARCH_DEPTH = 3  # annotation files and image folders are looked for this many folders below data.root
 
 
@@ -45,15 +50,15 @@ class Captions:
         self.images: dict[str, RawImage] = {}
         self.not_images: list[str] = []
         self.empty = 0
+        self.wordless: list[str] = []
 
-    def add(
-        self, name: str, caption: str, where: str, tokens: list[str] | None = None, split: str | None = None
-    ) -> None:
-        check_image_name(name, where)
+    def add_image(self, name: str, where: str, split: str | None = None) -> RawImage | None:
+        """The image's record (created with no captions yet), or None for a name that is not an image file."""
+        name = check_image_name(name, where)
         if not name.lower().endswith(IMAGE_EXTENSIONS):
             if name not in self.not_images:
                 self.not_images.append(name)
-            return
+            return None
         if split is not None and split not in SPLITS:
             raise CaptioningError(f"{where}: split {split!r} of {name} is not one of {', '.join(SPLITS)}")
         record = self.images.setdefault(name, RawImage(name))
@@ -63,9 +68,20 @@ class Captions:
                     f"{where}: {name} is listed again, in the {split} split; it is already in the {record.split} split"
                 )
             record.split = split
+        return record
+
+    def add(
+        self, name: str, caption: str, where: str, tokens: list[str] | None = None, split: str | None = None
+    ) -> None:
+        record = self.add_image(name, where, split)
+        if record is None:
+            return
         text = " ".join(caption.split())
         if not text:
             self.empty += 1
+            return
+        if not tokenize(text) or (tokens is not None and not tokens):
+            self.wordless.append(text)
             return
         record.captions.append(text)
         if tokens is not None:
@@ -82,6 +98,13 @@ class Captions:
             )
         if self.empty:
             log.warning("%s: skipped %d empty captions", self.source, self.empty)
+        if self.wordless:
+            log.warning(
+                "%s: skipped %d captions without any word (only punctuation, symbols or invisible characters, e.g. %r)",
+                self.source,
+                len(self.wordless),
+                self.wordless[0],
+            )
         for record in self.images.values():
             if record.tokens is not None and len(record.tokens) != len(record.captions):
                 record.tokens = None  # some sentences without tokens: our tokenizer for all of them

@@ -86,6 +86,11 @@ def read_dataset(dataset: str, root: str | Path, format: str = "auto", seed: int
         raise CaptioningError(
             f"params.yaml: data.dataset={dataset} has no reader (one of {', '.join(DATASET_FORMATS)})"
         )
+    if root.is_file():
+        raise CaptioningError(
+            f"data.root={root} is a file, not a folder: probably the downloaded archive; unpack it and set "
+            "data.root to the folder it gives"
+        )
     if not root.is_dir():
         raise CaptioningError(
             f"data.root={root}: folder not found; download {dataset} there "

@@ -74,6 +74,7 @@ def read_hf_csv(path: Path) -> Captions:
             raw = None
         if not isinstance(raw, list) or not all(isinstance(caption, str) for caption in raw):
             raise CaptioningError(f"{where}: column raw must be a JSON list of captions, got {row['raw'][:80]!r}")
+        captions.add_image(row["filename"].strip(), where, row["split"].strip())  # `[]` still counts it as dropped
         for caption in raw:
             captions.add(row["filename"].strip(), caption, where, split=row["split"].strip())
     return captions

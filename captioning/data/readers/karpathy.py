@@ -47,6 +47,7 @@ def read_karpathy(path: Path, dataset: str) -> Captions:
         sentences = image.get("sentences")
         if not isinstance(sentences, list):
             raise CaptioningError(f"{where} ({name}): expected a 'sentences' list")
+        captions.add_image(name, where, split)  # an empty list still counts the image as dropped
         for number, sentence in enumerate(sentences):
             if not isinstance(sentence, dict) or not isinstance(sentence.get("raw"), str):
                 raise CaptioningError(f"{where}.sentences[{number}] ({name}): expected an object with a 'raw' text")
