@@ -1465,7 +1465,7 @@ def test_temporaries_of_killed_runs_are_removed_when_a_stage_starts(tmp_path: Pa
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(b"partial")
     data = {"num_train": 3, "num_val": 1, "num_test": 1, "image_size": 32}
-    (folder / "params.yaml").write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
+    (folder / "params.yaml").write_text(yaml.safe_dump(repo_document({"data": data})), encoding="utf-8")
     result = run_stage(folder, "data")
     assert result.returncode == 0, result.stderr
     assert leftovers(folder) == [running]
