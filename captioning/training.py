@@ -277,7 +277,8 @@ def load_training_state(path: Path, run_key: str) -> dict | None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a file cut short by a crash is no reason to stop: start over
-        log.warning("ignoring unreadable training state %s (%s)", path, error)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log.warning("ignoring unreadable training state %s (%s)", path, reason)
         return None
     if state.get("run_key") != run_key:
         log.info("ignoring training state %s: it belongs to another configuration or other inputs", path)
