@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "sans-serif"]  # nothing to fetch, unlike a web font
 MONO_FONTS = ["ui-monospace", "monospace"]
+# The page captions one image at a time. On a shared 2-core machine one intra-op thread is several
+# times faster than two (a busy core stalls the other at every operation; benchmarks/demo.py).
+DEMO_THREADS = 1
 
 
 def markdown_table(header: tuple[str, ...], rows: list[tuple]) -> str:
@@ -146,9 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", type=Path, default=Path("data/dataset.json"), help="where to find test images")
     parser.add_argument("--beam", type=int, default=5, help="beam size")
     parser.add_argument("--max-len", type=int, default=30, help="at most this many words")
+    parser.add_argument("--threads", type=int, default=DEMO_THREADS, help="torch intra-op threads")
     args = parser.parse_args(argv)
-    if args.beam < 1 or args.max_len < 1 or not 0 < args.port < 65536:
-        parser.error("--beam and --max-len must be >= 1, --port in 1..65535")
+    if min(args.beam, args.max_len, args.threads) < 1 or not 0 < args.port < 65536:
+        parser.error("--beam, --max-len and --threads must be >= 1, --port in 1..65535")
     from captioning.cli import setup_logging
 
     setup_logging()
@@ -159,9 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("error: the demo needs Gradio: pip install -e '.[demo]'", file=sys.stderr)
         return 1
+    import torch
+
     from captioning.caption import Captioner
     from captioning.checkpoint import load_model
 
+    torch.set_num_threads(args.threads)
     try:
         captioner = Captioner.load(args.model)
         _, payload = load_model(args.model)
