@@ -137,7 +137,7 @@ def time_in_browser(model: Path, paths: dict[str, Path], repeats: int) -> dict[s
     """Median seconds from a file chosen in the page to its caption shown, per image, in headless Chromium."""
     from playwright.sync_api import sync_playwright
 
-    from captioning.demo.browser import DemoServer, open_page, upload
+    from captioning.demo.browser import DemoServer, clear, open_page, upload
 
     seconds: dict[str, list[float]] = {label: [] for label in paths}
     with tempfile.TemporaryDirectory(prefix="demo-bench-") as temporary:
@@ -152,6 +152,7 @@ def time_in_browser(model: Path, paths: dict[str, Path], repeats: int) -> dict[s
             try:
                 for repeat in range(repeats + 1):
                     for label in paths:
+                        clear(page)  # the previous image's outputs, not timed
                         started = time.perf_counter()
                         upload(page, copies[label, repeat])
                         if repeat:  # the first round warms the server and the page

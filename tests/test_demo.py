@@ -82,7 +82,7 @@ def images(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("images")
     paths = {kind: folder / name for kind, name in [
         ("photo", "photo.png"), ("cmyk", "cmyk.jpg"), ("deep", "deep.png"), ("rotated", "rotated.jpg"),
-        ("empty", "empty.png"), ("text", "notes.txt"), ("huge", "huge.png"),
+        ("empty", "empty.png"), ("text", "my_notes_[1].txt"), ("huge", "huge.png"),
     ]}  # fmt: skip
     scene(300, 200, 0).save(paths["photo"])
     scene(120, 90, 1).convert("CMYK").save(paths["cmyk"], quality=95)
@@ -174,7 +174,7 @@ def test_each_word_has_its_own_attention_map(explainer, images, torch_single_thr
     "kind,message",
     [
         ("empty", "empty.png: the file is empty (0 bytes)"),
-        ("text", "notes.txt: cannot decode image ("),
+        ("text", "my_notes_[1].txt: cannot decode image ("),
         ("huge", "huge.png: 8000x6251 pixels is over the 50,000,000-pixel limit"),
     ],
 )
@@ -271,6 +271,7 @@ def test_the_page_in_a_headless_browser(model, images, captioner, explainer, tmp
         choose_word,
         chromium_path,
         open_page,
+        pick_test_image,
         upload,
         wait_for_attention_image,
     )
@@ -317,6 +318,8 @@ def test_the_page_in_a_headless_browser(model, images, captioner, explainer, tmp
             assert "CMYK converted to RGB" in message
             (cmyk,) = captioner.caption([captioner.prepare(load_rgb(images["cmyk"]))], BEAM, MAX_LEN)
             assert caption_text(page) == " ".join(cmyk.words)
+            assert pick_test_image(page, "photo.png").startswith("Captioned photo.png in ")  # from the caption table
+            assert caption_text(page) == " ".join(expected.words)
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
         finally:
             browser.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from functools import wraps
 from pathlib import Path
@@ -22,6 +23,7 @@ from PIL import Image
 from captioning.data.images import BadImageError
 from captioning.demo.explain import Explainer, Explanation, attention_overlay, provenance, split_images
 from captioning.errors import CaptioningError
+from captioning.figures import attention_grid
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +36,14 @@ DEMO_THREADS = 1
 
 def markdown_table(header: tuple[str, ...], rows: list[tuple]) -> str:
     def cell(value: object) -> str:
-        return str(value).replace("|", "\\|").replace("\n", " ")
+        return plain(str(value)).replace("\n", " ")
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
 
 
 def provenance_markdown(rows: list[tuple[str, str]]) -> str:
-    return "### The model\n" + "\n".join(f"- **{what}**: {value}" for what, value in rows)
+    return "### The model\n" + "\n".join(f"- **{what}**: {plain(value)}" for what, value in rows)
 
 
 def beams_table(explanation: Explanation) -> str:
@@ -49,11 +51,20 @@ def beams_table(explanation: Explanation) -> str:
         (rank, " ".join(beam.words) or "(empty)", f"{beam.log_probability:.3f}", f"{beam.score:.3f}")
         for rank, beam in enumerate(explanation.beams, start=1)
     ]
-    return markdown_table(("beam", "caption", "log-probability", "score (per word)"), rows)
+    return markdown_table(("beam", "caption", "log-probability", "score (log p / length)"), rows)
+
+
+def plain(text: str) -> str:
+    """Text shown as it is in a Markdown component (a file named my_photo_1.jpg is not in italics)."""
+    return re.sub(r"([\\`*_{}\[\]()<>#+!|~-])", r"\\\1", text)
 
 
 def success_message(name: str, explanation: Explanation) -> str:
-    message = f"Captioned {name} in {explanation.seconds:.2f} s. Choose a word to see where the model looked."
+    message = f"Captioned {plain(name)} in {explanation.seconds:.2f} s. "
+    if attention_grid(explanation.weights) is None:
+        message += "This model has no spatial attention (model.attention none): the image is shown as it is."
+    else:
+        message += "Choose a word to see where the model looked."
     if explanation.notes:
         message += " Converted as the features stage does: " + "; ".join(explanation.notes) + "."
     return message
@@ -81,10 +92,10 @@ def build_app(explainer: Explainer, provenance_rows: list[tuple[str, str]], test
             try:
                 return handler(*args)
             except BadImageError as error:
-                return nothing(f"**Cannot caption this file.** {error}")
+                return nothing(f"**Cannot caption this file.** {plain(str(error))}")
             except Exception as error:
                 log.exception("demo: the request failed")
-                return nothing(f"**Something went wrong on the server** ({type(error).__name__}: {error}).")
+                return nothing(f"**Something went wrong on the server** ({plain(f'{type(error).__name__}: {error}')}).")
 
         return wrapper
 

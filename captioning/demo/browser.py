@@ -129,20 +129,31 @@ def open_page(playwright, url: str, viewport: tuple[int, int] = (1280, 900)):
     return browser, page, requests
 
 
-def upload(page, path: str | Path, timeout: float = 30_000) -> str:
-    """Upload a file and wait until the page reports on it (the message names the file); that message.
-
-    A file already shown is cleared first, and its outputs seen emptied, so that the clearing cannot
-    land after the new file's results.
-    """
-    clear = page.locator("#upload button[aria-label='Clear']")
-    if clear.count():
-        clear.first.click()
+def clear(page, timeout: float = 30_000) -> None:
+    """Remove the file shown, if any, and wait until its outputs are emptied (so the clearing cannot land later)."""
+    button = page.locator("#upload button[aria-label='Clear']")
+    if button.count():
+        button.first.click()
         page.wait_for_function("() => !(document.querySelector('#message')?.innerText || '').trim()", timeout=timeout)
+
+
+def upload(page, path: str | Path, timeout: float = 30_000) -> str:
+    """Upload a file (clearing the one shown) and wait until the page reports on it, naming it; that message."""
+    clear(page, timeout)
     files = page.locator("#upload input[type=file]")
     files.wait_for(state="attached", timeout=timeout)
     files.set_input_files(str(path))
     name = Path(path).name
+    page.wait_for_function(
+        "name => (document.querySelector('#message')?.innerText || '').includes(name)", arg=name, timeout=timeout
+    )
+    return page.locator("#message").inner_text()
+
+
+def pick_test_image(page, name: str, timeout: float = 30_000) -> str:
+    """Choose a test image in the picker and wait until the page reports on it; that message."""
+    page.locator("#pick input").click()
+    page.get_by_role("option", name=name, exact=True).click()
     page.wait_for_function(
         "name => (document.querySelector('#message')?.innerText || '').includes(name)", arg=name, timeout=timeout
     )
