@@ -11,6 +11,7 @@ Gradio is an optional extra (pip install -e '.[demo]'); only this module imports
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import re
@@ -32,6 +33,8 @@ MONO_FONTS = ["ui-monospace", "monospace"]
 # The page captions one image at a time. On a shared 2-core machine one intra-op thread is several
 # times faster than two (a busy core stalls the other at every operation; benchmarks/demo.py).
 DEMO_THREADS = 1
+MAX_UPLOAD = "250mb"  # Gradio refuses larger uploads (its own message); 50 MP of 16-bit RGB fits
+UPLOADS_KEPT_S = 3600  # uploads and the images shown are deleted from Gradio's cache after an hour
 
 
 def markdown_table(header: tuple[str, ...], rows: list[tuple]) -> str:
@@ -117,7 +120,11 @@ def build_app(explainer: Explainer, provenance_rows: list[tuple[str, str]], test
             return None
         return attention_overlay(explanation.display, explanation.weights[int(index)])
 
-    with gr.Blocks(title="Show, Attend and Tell: caption your own photo", analytics_enabled=False) as app:
+    with gr.Blocks(
+        title="Show, Attend and Tell: caption your own photo",
+        analytics_enabled=False,
+        delete_cache=(UPLOADS_KEPT_S, UPLOADS_KEPT_S),
+    ) as app:
         gr.Markdown("## Show, Attend and Tell: caption your own photo")
         with gr.Row():
             with gr.Column(scale=1):
@@ -168,10 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up checks, one line per request
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read when gradio is imported: no telemetry, no version check
-    try:
-        import gradio as gr
-    except ImportError:
+    if importlib.util.find_spec("gradio") is None:  # before the model loads: say it at once
         print("error: the demo needs Gradio: pip install -e '.[demo]'", file=sys.stderr)
         return 1
     import torch
@@ -189,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     explainer = Explainer(captioner, args.beam, args.max_len)
     warm = explainer.explain(Image.new("RGB", (captioner.image_size, captioner.image_size), (127, 127, 127)))
     log.info("model ready: %s (first caption %.2f s)", args.model, warm.seconds)
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read when gradio is imported: no telemetry, no version check
+    import gradio as gr
+
     app = build_app(explainer, provenance(args.model, payload, args.table), split_images(args.table))
     try:
         app.launch(
@@ -200,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             ssr_mode=False,
             pwa=False,
             mcp_server=False,
+            max_file_size=MAX_UPLOAD,
             theme=gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS),
         )
     except OSError as error:

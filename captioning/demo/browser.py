@@ -30,6 +30,10 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 READY = "demo: serving on "
+# Upper bounds of every wait, not pauses: each wait ends as soon as its condition holds. Generous,
+# because on a shared 2-core machine under heavy load one step can take tens of seconds.
+WAIT_MS = 120_000
+START_S = 300.0
 
 
 def chromium_path() -> str | None:
@@ -54,7 +58,7 @@ class DemoServer:
         self.output: list[str] = []
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120.0) -> DemoServer:
+    def start(self, timeout: float = START_S) -> DemoServer:
         self.process = subprocess.Popen(
             self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
         )
@@ -122,14 +126,15 @@ def open_page(playwright, url: str, viewport: tuple[int, int] = (1280, 900)):
         raise RuntimeError("Chromium not found: apt-get install chromium")
     browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
     page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.set_default_timeout(WAIT_MS)
     requests = Requests(url.rstrip("/"))
     page.route("**/*", requests.route)
     page.goto(url, wait_until="load")
-    page.locator("#upload input[type=file]").wait_for(state="attached", timeout=30_000)
+    page.locator("#upload input[type=file]").wait_for(state="attached")
     return browser, page, requests
 
 
-def clear(page, timeout: float = 30_000) -> None:
+def clear(page, timeout: float = WAIT_MS) -> None:
     """Remove the file shown, if any, and wait until its outputs are emptied (so the clearing cannot land later)."""
     button = page.locator("#upload button[aria-label='Clear']")
     if button.count():
@@ -137,7 +142,7 @@ def clear(page, timeout: float = 30_000) -> None:
         page.wait_for_function("() => !(document.querySelector('#message')?.innerText || '').trim()", timeout=timeout)
 
 
-def upload(page, path: str | Path, timeout: float = 30_000) -> str:
+def upload(page, path: str | Path, timeout: float = WAIT_MS) -> str:
     """Upload a file (clearing the one shown) and wait until the page reports on it, naming it; that message."""
     clear(page, timeout)
     files = page.locator("#upload input[type=file]")
@@ -150,7 +155,7 @@ def upload(page, path: str | Path, timeout: float = 30_000) -> str:
     return page.locator("#message").inner_text()
 
 
-def pick_test_image(page, name: str, timeout: float = 30_000) -> str:
+def pick_test_image(page, name: str, timeout: float = WAIT_MS) -> str:
     """Choose a test image in the picker and wait until the page reports on it; that message."""
     page.locator("#pick input").click()
     page.get_by_role("option", name=name, exact=True).click()
@@ -169,7 +174,7 @@ def attention_src(page) -> str | None:
     return image.get_attribute("src") if image.count() else None
 
 
-def choose_word(page, index: int, timeout: float = 30_000) -> str:
+def choose_word(page, index: int, timeout: float = WAIT_MS) -> str:
     """Click the index-th word and wait for its attention image to replace the current one; the new src."""
     before = attention_src(page)
     page.locator("#words label").nth(index).click()
@@ -182,7 +187,7 @@ def choose_word(page, index: int, timeout: float = 30_000) -> str:
     return attention_src(page)
 
 
-def wait_for_attention_image(page, timeout: float = 30_000) -> str:
+def wait_for_attention_image(page, timeout: float = WAIT_MS) -> str:
     page.wait_for_function(
         "() => { const img = document.querySelector('#attention img');"
         " return img && img.complete && img.naturalWidth > 0; }",
