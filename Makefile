@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@command -v java >/dev/null || { echo "error: Java not found: the scorer (pycocoevalcap: PTB tokenizer, METEOR 1.5) needs a JRE, e.g. apt-get install default-jre-headless" >&2; exit 1; }
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,demo]'
 	touch $@
 
 repro: $(STAMP)

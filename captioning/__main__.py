@@ -3,13 +3,14 @@
 Commands:
   caption IMAGE [IMAGE ...]   caption images with a trained model (--attention OUT.png draws its attention)
   download DATASET DIR        fetch Flickr30k or Flickr8k from a public mirror
+  demo [--model M] [--port P] caption your own photos in the browser (needs pip install -e '.[demo]')
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("caption", "download")
+COMMANDS = ("caption", "download", "demo")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         from captioning.download import main as download_main
 
         return download_main(rest)
+    if command == "demo":
+        from captioning.demo.app import main as demo_main
+
+        return demo_main(rest)
     print(f"error: unknown command {command!r}; use one of {', '.join(COMMANDS)} (see --help)", file=sys.stderr)
     return 2
 

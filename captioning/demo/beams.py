@@ -1,0 +1,92 @@
+"""The K beams of a beam search over one image, ranked, each with its score and its attention.
+
+captioning.decoding.beam_search returns only the best beam of each image; the demo also shows the
+runners-up. This is the same search (same scores, same stopping rule, same tie-breaking), written
+for a single image so that it can keep every beam's words and weights as it goes instead of
+backtracking one. It uses only the decoder's one-step interface (encode, initial_state, step), as
+beam_search does; tests check that its first beam is beam_search's result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from captioning.model import CaptionDecoder
+
+
+@dataclass
+class Beam:
+    tokens: list[int]  # word ids, without <start> and <end>
+    weights: np.ndarray  # attention weights (len(tokens), regions)
+    log_probability: float  # the sum of the words' log-probabilities, <end> included
+    score: float  # what ranks the beams: log_probability / length ** length_penalty
+
+
+@torch.inference_mode()
+def ranked_beams(
+    decoder: CaptionDecoder,
+    features: torch.Tensor,
+    start: int,
+    end: int,
+    beam_size: int,
+    max_len: int,
+    length_penalty: float = 1.0,
+) -> list[Beam]:
+    """All beam_size final beams of one image's features (1, R, F), best first."""
+    if features.shape[0] != 1:
+        raise ValueError(f"ranked_beams decodes one image, got a batch of {features.shape[0]}")
+    k, device = beam_size, features.device
+    encoded = decoder.encode(features)  # one row, shared by the K beams
+    state = decoder.initial_state(encoded)
+    encoded = encoded.for_steps()
+    table = decoder.word_gate_table(lookups=k * max_len)
+    scores = torch.zeros(1, k, device=device)
+    scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
+    words = torch.full((1,), start, dtype=torch.long, device=device)
+    finished = torch.zeros(k, dtype=torch.bool, device=device)
+    lengths = torch.zeros(k, device=device)
+    regions = encoded.keys.shape[1]
+    history = torch.zeros(k, 0, dtype=torch.long, device=device)  # (K, t) words so far
+    weight_history = torch.zeros(k, 0, regions, device=device)  # (K, t, N)
+    ended = None  # what a finished beam may continue with: <end> at no cost, nothing else
+    for _ in range(max_len):
+        logits, state, weights = decoder.step(words, state, encoded, table)
+        if history.shape[1] == 0:  # the K beams are still one: computed once, then copied
+            logits, weights = logits.repeat_interleave(k, dim=0), weights.repeat_interleave(k, dim=0)
+            state = (state[0].repeat_interleave(k, dim=0), state[1].repeat_interleave(k, dim=0))
+        log_probs = torch.log_softmax(logits.float(), dim=1)  # (K, V)
+        vocab = log_probs.shape[1]
+        if ended is None:
+            ended = torch.full((vocab,), float("-inf"), device=device)
+            ended[end] = 0.0
+        log_probs = torch.where(finished.unsqueeze(1), ended, log_probs)
+        candidates = (scores.view(-1, 1) + log_probs).view(1, k * vocab)
+        scores, best = candidates.topk(k, dim=1)  # (1, K)
+        source = torch.div(best, vocab, rounding_mode="floor").view(-1)  # (K,) the beam each one extends
+        words = (best % vocab).view(-1)
+        lengths = lengths[source] + (~finished[source]).float()
+        finished = finished[source] | (words == end)
+        state = (state[0][source], state[1][source])
+        history = torch.cat([history[source], words.unsqueeze(1)], dim=1)
+        weight_history = torch.cat([weight_history[source], weights[source].float().unsqueeze(1)], dim=1)
+        if bool(finished.all()):
+            break
+    scores = scores.view(-1)
+    normalised = scores / lengths.clamp(min=1).pow(length_penalty)
+    order = torch.sort(normalised, descending=True, stable=True).indices  # ties: the lower beam first, as argmax
+    beams = []
+    for row in order.tolist():
+        tokens = history[row].tolist()
+        length = tokens.index(end) if end in tokens else len(tokens)
+        beams.append(
+            Beam(
+                tokens[:length],
+                weight_history[row, :length].cpu().numpy(),
+                float(scores[row]),
+                float(normalised[row]),
+            )
+        )
+    return beams

@@ -1,0 +1,213 @@
+"""Driving the demo page in a headless Chromium: for its browser test and for the README's screenshot.
+
+The server runs as `python -m captioning demo` in a child process; the browser is the system's
+Chromium (Debian's /usr/bin/chromium, launched through Playwright's bundled driver, never a browser
+that Playwright downloads), with everything that would reach the internet switched off. Every
+request the page makes is recorded; any that is not for the demo server is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+READY = "demo: serving on "
+# Upper bounds of every wait, not pauses: each wait ends as soon as its condition holds. Generous,
+# because on a shared 2-core machine under heavy load one step can take tens of seconds.
+WAIT_MS = 120_000
+START_S = 300.0
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or next((p for p in ("/usr/bin/chromium",) if Path(p).is_file()), None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class DemoServer:
+    """`python -m captioning demo` in a child process, from start-up to its URL; stopped on exit."""
+
+    def __init__(self, model: Path, port: int | None = None, extra: list[str] | None = None, env: dict | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.command = [sys.executable, "-m", "captioning", "demo", "--model", str(model), "--port", str(self.port)]
+        self.command += extra or []
+        self.env = {**os.environ, **(env or {})}
+        self.output: list[str] = []
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = START_S) -> DemoServer:
+        self.process = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=self.env
+        )
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            for line in self.process.stdout:
+                self.output.append(line)
+                lines.put(line)
+            lines.put(None)  # the process closed its output: it has ended
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                self.stop()
+                raise RuntimeError(f"the demo did not start in {timeout:.0f} s:\n{''.join(self.output)}") from None
+            if line is None:
+                self.stop()
+                raise RuntimeError(f"the demo exited while starting:\n{''.join(self.output)}")
+            if READY in line:
+                return self
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> DemoServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@dataclass
+class Requests:
+    """Every URL the page asked for, and those refused for not being the demo server's."""
+
+    allowed_prefix: str
+    seen: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    def route(self, route) -> None:
+        url = route.request.url
+        self.seen.append(url)
+        if url.startswith(self.allowed_prefix) or url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            self.refused.append(url)
+            route.abort()
+
+
+def open_page(playwright, url: str, viewport: tuple[int, int] = (1280, 900)):
+    """(browser, page, Requests) with the demo page loaded and its file input ready."""
+    executable = chromium_path()
+    if executable is None:
+        raise RuntimeError("Chromium not found: apt-get install chromium")
+    browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+    page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+    page.set_default_timeout(WAIT_MS)
+    requests = Requests(url.rstrip("/"))
+    page.route("**/*", requests.route)
+    page.goto(url, wait_until="load")
+    page.locator("#upload input[type=file]").wait_for(state="attached")
+    return browser, page, requests
+
+
+def clear(page, timeout: float = WAIT_MS) -> None:
+    """Remove the file shown, if any, and wait until its outputs are emptied (so the clearing cannot land later)."""
+    button = page.locator("#upload button[aria-label='Clear']")
+    if button.count():
+        button.first.click()
+        page.wait_for_function("() => !(document.querySelector('#message')?.innerText || '').trim()", timeout=timeout)
+
+
+def upload(page, path: str | Path, timeout: float = WAIT_MS) -> str:
+    """Upload a file (clearing the one shown) and wait until the page reports on it, naming it; that message."""
+    clear(page, timeout)
+    files = page.locator("#upload input[type=file]")
+    files.wait_for(state="attached", timeout=timeout)
+    files.set_input_files(str(path))
+    name = Path(path).name
+    page.wait_for_function(
+        "name => (document.querySelector('#message')?.innerText || '').includes(name)", arg=name, timeout=timeout
+    )
+    return page.locator("#message").inner_text()
+
+
+def pick_test_image(page, name: str, timeout: float = WAIT_MS) -> str:
+    """Choose a test image in the picker and wait until the page reports on it; that message."""
+    page.locator("#pick input").click()
+    page.get_by_role("option", name=name, exact=True).click()
+    page.wait_for_function(
+        "name => (document.querySelector('#message')?.innerText || '').includes(name)", arg=name, timeout=timeout
+    )
+    return page.locator("#message").inner_text()
+
+
+def caption_text(page) -> str:
+    return page.locator("#caption textarea").input_value()
+
+
+def attention_src(page) -> str | None:
+    image = page.locator("#attention img")
+    return image.get_attribute("src") if image.count() else None
+
+
+def choose_word(page, index: int, timeout: float = WAIT_MS) -> str:
+    """Click the index-th word and wait for its attention image to replace the current one; the new src."""
+    before = attention_src(page)
+    page.locator("#words label").nth(index).click()
+    page.wait_for_function(
+        "before => { const img = document.querySelector('#attention img');"
+        " return img && img.complete && img.naturalWidth > 0 && img.getAttribute('src') !== before; }",
+        arg=before,
+        timeout=timeout,
+    )
+    return attention_src(page)
+
+
+def wait_for_attention_image(page, timeout: float = WAIT_MS) -> str:
+    page.wait_for_function(
+        "() => { const img = document.querySelector('#attention img');"
+        " return img && img.complete && img.naturalWidth > 0; }",
+        timeout=timeout,
+    )
+    return attention_src(page)
+
+
+def screenshot(model: Path, image: Path, out: Path, word: int = 1, extra: list[str] | None = None) -> None:
+    """Serve the model, caption `image` in the page, choose its `word`-th word and save the page as a PNG."""
+    from playwright.sync_api import sync_playwright
+
+    with DemoServer(model, extra=extra) as server, sync_playwright() as playwright:
+        browser, page, _ = open_page(playwright, server.url)
+        try:
+            upload(page, image)
+            wait_for_attention_image(page)
+            if page.locator("#words label").count() > word:
+                choose_word(page, word)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out), full_page=True)
+        finally:
+            browser.close()
