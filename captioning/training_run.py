@@ -118,7 +118,15 @@ def run_training(
         validation = {k: v for k, v in best.items() if k != "epoch"}
         # The recipe in name order, as the features file lists it (the model file is as it was before FeatureRecipe).
         feature_recipe = dict(sorted(recipe.to_dict().items()))
-        save_model(files.model, decoder, vocabulary.words, feature_recipe, epoch=best["epoch"], validation=validation)
+        save_model(
+            files.model,
+            decoder,
+            vocabulary.words,
+            feature_recipe,
+            epoch=best["epoch"],
+            validation=validation,
+            dataset=table.dataset,  # provenance, shown by the demo
+        )
         (files.scratch / "state.pt").unlink(missing_ok=True)
         log.info("best epoch %d: %s", best["epoch"], {k: round(v, 4) for k, v in validation.items()})
 
