@@ -26,7 +26,7 @@ DATASET_FORMATS = {
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 BAD_IMAGE_POLICIES = ("skip", "error")
 SELECT_BY = ("bleu_4", "cider", "meteor", "rouge_l")
-ATTENTION_KINDS = ("soft", "none")
+ATTENTION_KINDS = ("soft", "hard", "none")
 IMPLEMENTATIONS = ("auto", "paper", "fast")
 
 
@@ -179,6 +179,10 @@ class TrainParams:
     node_rank: int = 0
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
+    hard_expected_prob: float = 0.5  # model.attention: hard only (section 4.1)
+    hard_baseline_decay: float = 0.9
+    hard_lambda_r: float = 1.0
+    hard_lambda_e: float = 0.002
 
     @property
     def world_size(self) -> int:
@@ -210,6 +214,17 @@ class TrainParams:
             f"at least nproc_per_node * nnodes ({self.world_size}): it is the global batch, split among the processes",
             self.batch_size,
         )
+        require(
+            0 <= self.hard_expected_prob <= 1, "train.hard_expected_prob", "a number in [0, 1]", self.hard_expected_prob
+        )
+        require(
+            0 <= self.hard_baseline_decay < 1,
+            "train.hard_baseline_decay",
+            "a number in [0, 1)",
+            self.hard_baseline_decay,
+        )
+        require(self.hard_lambda_r >= 0, "train.hard_lambda_r", "a number >= 0", self.hard_lambda_r)
+        require(self.hard_lambda_e >= 0, "train.hard_lambda_e", "a number >= 0", self.hard_lambda_e)
 
 
 @dataclass(frozen=True)
