@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from conftest import EMBED, FEATURE_DIM, HIDDEN, REGIONS
 from scipy.stats import chisquare
 from test_paper import LENGTHS, random_captions
 from test_training import VOCABULARY, FakeScorer, tiny_task  # noqa: F401 (a fixture)
+from tiny_repo import TINY, commit_all, copy_project, run, write_params
 from torch import nn
 
 from captioning.decoding import beam_search, greedy_decode
@@ -254,7 +256,12 @@ def test_each_batch_is_measured_from_the_baseline_before_it_then_moves_it(make_d
         )
         cross_entropy = nn.functional.cross_entropy(forced.scores, forced.targets)
         reinforce = -(2.0 * (rewards - start) * forced.location_log_probs).sum() / len(forced.targets)
-        torch.testing.assert_close(loss, cross_entropy + reinforce)
+        torch.testing.assert_close(loss, cross_entropy)  # the reported value: -log p(y|s,a) per token
+        parameters = list(decoder.parameters())
+        for got, expected in zip(
+            torch.autograd.grad(loss, parameters), torch.autograd.grad(cross_entropy + reinforce, parameters)
+        ):
+            torch.testing.assert_close(got, expected)  # the gradient: Eq. 12's
         terms.append((2.0 * (rewards - start) * forced.location_log_probs.detach())[sampled])
         if batch == 1:
             variances.append(estimator.epoch_values(torch.device("cpu")))
@@ -333,3 +340,31 @@ def test_a_resumed_hard_run_ends_as_an_uninterrupted_one(make_decoder, tiny_task
     assert all(b < 0 for b in baselines) and len(set(baselines)) == 3  # a log-likelihood, moving every epoch
     for name, tensor in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], tensor), name
+
+
+# --- end to end -------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_hard_attention_experiment_runs_end_to_end(tmp_path, one_thread_each):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    copy_project(repo)
+    write_params(repo, TINY)
+    commit_all(repo)
+    run(["dvc", "repro"], repo)
+    commit_all(repo, "tiny pipeline")
+    output = run(["dvc", "exp", "run", "-n", "hard", "-S", "model.attention=hard"], repo)
+    assert "Running stage 'train'" in output.stdout + output.stderr
+    curves = repo / "metrics/train/plots/metrics"
+    for name in ("hard_baseline", "reinforce_variance"):  # one row per epoch, after the header
+        rows = (curves / f"{name}.tsv").read_text().splitlines()
+        assert len(rows) == 1 + TINY["train"]["epochs"], rows
+        assert all(math.isfinite(float(row.split("\t")[-1])) for row in rows[1:]), rows
+    assert float((curves / "hard_baseline.tsv").read_text().splitlines()[-1].split("\t")[-1]) < 0
+    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert 0.0 <= metrics["bleu_4"] <= 1.0
+    shown = run(["dvc", "exp", "show", "--md"], repo).stdout
+    assert "hard" in shown and "reinforce_variance" in shown
+    payload = torch.load(repo / "models/model.pt", weights_only=True)
+    assert payload["config"]["attention"] == "hard"

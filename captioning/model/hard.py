@@ -68,7 +68,8 @@ class HardAttentionTraining:
         return LocationDraws.draw(lengths, self.expected_prob)
 
     def loss_terms(self, forced: TeacherForcing, lengths: torch.Tensor, draws: LocationDraws, tokens: int):
-        """Eq. 11-12's terms for this batch, measured from the baseline before it; then the baseline's update.
+        """Eq. 11-12's terms for this batch (their gradient; their value is 0), measured from the baseline
+        before it; then the baseline's update.
 
         The rewards are the captions' log-likelihoods under their sampled locations; the baseline
         moves by their mean over the (global) batch's sampling captions.
@@ -87,7 +88,9 @@ class HardAttentionTraining:
         self.term_square_sum += (terms**2).sum().item()
         if batch_mean is not None:
             self.baseline.update(batch_mean)
-        return loss
+        # Only the terms' gradient is the estimator; their value (a reward times a log-probability) is no
+        # loss. Left out of the value, the reported loss stays -log p(y|s,a), comparable with soft attention's.
+        return loss - loss.detach()
 
     def epoch_values(self, device: torch.device) -> dict[str, float]:
         """The baseline now and the variance of lambda_r (log p(y|s,a) - b) log p(s|a) over the epoch's samples."""
