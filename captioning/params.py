@@ -181,7 +181,7 @@ class TrainParams:
     master_port: int = 29500
     hard_expected_prob: float = 0.5  # model.attention: hard only (section 4.1)
     hard_baseline_decay: float = 0.9
-    hard_lambda_r: float = 1.0
+    hard_lambda_r: float = 0.01
     hard_lambda_e: float = 0.002
 
     @property
