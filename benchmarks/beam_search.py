@@ -145,7 +145,7 @@ def train_pipeline_model(features_path: Path, captions_path: Path, vocab_path: P
             lengths = torch.from_numpy(encoded["lengths"][batch].astype(np.int64))
             captions = torch.from_numpy(encoded["captions"][batch, : int(lengths[0])].astype(np.int64))
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                logits, targets, _ = decoder(torch.from_numpy(store.rows(rows[batch])), captions, lengths)
+                logits, targets = decoder(torch.from_numpy(store.rows(rows[batch])), captions, lengths)[:2]
             loss = torch.nn.functional.cross_entropy(logits.float(), targets)
             optimizer.zero_grad()
             loss.backward()

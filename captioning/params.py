@@ -28,7 +28,7 @@ DATASET_FORMATS = {
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 BAD_IMAGE_POLICIES = ("skip", "error")
 SELECT_BY = ("bleu_4", "cider", "meteor", "rouge_l")
-ATTENTION_KINDS = ("soft", "none")
+ATTENTION_KINDS = ("soft", "hard", "none")
 IMAGENET_VARIANTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 IMPLEMENTATIONS = ("auto", "paper", "fast")
 
@@ -165,6 +165,11 @@ class TrainParams(Section):
     node_rank: int
     master_addr: Annotated[str, Rule("the address of node_rank 0", bool)]
     master_port: Annotated[int, Rule("a port number (1-65535)", lambda value: 1 <= value <= 65535)]
+    # model.attention: hard only (section 4.1; see docs/hard_attention.md)
+    hard_expected_prob: Annotated[float, Rule("a number in [0, 1]", lambda value: 0 <= value <= 1)]
+    hard_baseline_decay: Annotated[float, Rule("a number in [0, 1)", lambda value: 0 <= value < 1)]
+    hard_lambda_r: Annotated[float, number_at_least(0)]
+    hard_lambda_e: Annotated[float, number_at_least(0)]
 
     @property
     def world_size(self) -> int:

@@ -27,6 +27,7 @@ from captioning.evaluation import EvaluationImages, decode_captions
 from captioning.features.store import FeatureStore
 from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, paper
+from captioning.model.hard import HardAttentionTraining
 from captioning.params import TrainParams
 from captioning.text.vocabulary import Vocabulary
 
@@ -87,17 +88,21 @@ def caption_loss(
     lengths: torch.Tensor,
     alpha_c: float,
     global_counts: tuple[int, int] | None = None,
+    hard: HardAttentionTraining | None = None,
 ) -> torch.Tensor:
     """Cross-entropy per target token plus alpha_c times the attention penalty per caption.
 
     With `global_counts` (target tokens, captions of the global batch, when this is one rank's share of
     it) the sums are divided by those instead: the ranks' losses then add up to the global batch's loss.
-    `decoder` may be wrapped in DistributedDataParallel.
+    `decoder` may be wrapped in DistributedDataParallel. With `hard` (model.attention: hard) and the
+    decoder in training mode, the context is sampled and Eq. 11-12's terms are added.
     """
-    scores, targets, weight_sums = decoder(features, captions, lengths)
-    tokens, count = global_counts or (len(targets), len(lengths))
+    draws = hard.draw(lengths) if hard is not None and decoder.training else None
+    forced = decoder(features, captions, lengths, draws)
+    tokens, count = global_counts or (len(forced.targets), len(lengths))
     penalty = alpha_c if distributed.unwrap(decoder).context.attends else 0.0  # no attention, nothing to penalise
-    return paper.caption_loss(scores, targets, weight_sums, penalty, tokens, count)
+    loss = paper.caption_loss(forced.scores, forced.targets, forced.weight_sums, penalty, tokens, count)
+    return loss if draws is None else loss + hard.loss_terms(forced, lengths, draws, tokens)
 
 
 def feature_statistics(store: FeatureStore, rows: np.ndarray, sample: int = 512, seed: int = 0):
@@ -128,8 +133,10 @@ def train_epoch(
     device: torch.device,
     precision: str,
     progress: tqdm,
+    hard: HardAttentionTraining | None = None,
 ) -> dict[str, float]:
-    """One pass over the batches; returns the mean loss and the share of time spent waiting for data."""
+    """One pass over the batches; returns the mean loss and the share of time spent waiting for data
+    (and with hard attention its baseline and the variance of the REINFORCE term)."""
     decoder.train()
     trainable = [p for p in decoder.parameters() if p.requires_grad]
     total, count, start = 0.0, 0, time.perf_counter()
@@ -137,7 +144,7 @@ def train_epoch(
     for features, captions, lengths in clock:
         shared = distributed.global_counts(lengths)  # DDP: counts of the whole global batch (None alone)
         with autocast(device, precision):
-            loss = caption_loss(decoder, features, captions, lengths, params.alpha_c, shared)
+            loss = caption_loss(decoder, features, captions, lengths, params.alpha_c, shared, hard)
         optimizer.zero_grad(set_to_none=True)
         (loss * distributed.world_size()).backward()  # DDP averages the ranks' gradients: make that their sum
         nn.utils.clip_grad_norm_(trainable, params.grad_clip)
@@ -149,7 +156,8 @@ def train_epoch(
         progress.set_postfix(loss=f"{total / count:.3f}", refresh=False)  # shown at tqdm's next (rate-limited) refresh
     total = distributed.sum_over_ranks(total, device)  # DDP: each rank's losses were its share of the batches'
     seconds = time.perf_counter() - start
-    return {"train_loss": total / count, "epoch_seconds": seconds, "data_wait_share": clock.waiting / seconds}
+    values = {"train_loss": total / count, "epoch_seconds": seconds, "data_wait_share": clock.waiting / seconds}
+    return values if hard is None else {**values, **hard.epoch_values(device)}
 
 
 class WaitClock:
@@ -203,6 +211,7 @@ def fit(
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma)
     history: list[tuple[dict, bool]] = []
     best, best_state = {params.select_by: float("-inf")}, _copy_state(decoder)
+    hard = HardAttentionTraining.from_params(params) if decoder.config.attention == "hard" else None
     saved = load_training_state(resume_path, run_key) if resume_path and distributed.is_main() else None
     saved = distributed.broadcast(saved)  # DDP: every rank resumes from rank 0's state
     if saved is not None:
@@ -212,6 +221,8 @@ def fit(
         torch.set_rng_state(saved["torch_rng"])
         rng.bit_generator.state = json.loads(saved["numpy_rng"])
         history, best, best_state = [tuple(h) for h in saved["history"]], saved["best"], saved["best_state"]
+        if hard is not None:
+            hard.baseline.load_state_dict(saved["hard_baseline"])
         log.info("resuming after epoch %d of %d (state in %s)", len(history), params.epochs, resume_path)
     for epoch, (values, is_best) in enumerate(history):
         on_epoch_end(epoch, values, is_best)
@@ -225,7 +236,7 @@ def fit(
         with tqdm(total=len(train.lengths), unit="cap", desc=description, disable=not main) as progress:
             values = {
                 "lr": learning_rate,
-                **train_epoch(model, optimizer, batches, params, device, precision, progress),
+                **train_epoch(model, optimizer, batches, params, device, precision, progress, hard),
             }
         scheduler.step()
         scores = validate(decoder, store, val, vocabulary, device, scorer, params.val_max_len) if main else None
@@ -250,12 +261,17 @@ def fit(
         history.append((values, is_best))
         on_epoch_end(epoch, values, is_best)
         if resume_path and main:
-            save_training_state(resume_path, run_key, decoder, optimizer, scheduler, rng, history, best, best_state)
+            baseline = None if hard is None else hard.baseline.state_dict()
+            save_training_state(
+                resume_path, run_key, decoder, optimizer, scheduler, rng, history, best, best_state, baseline
+            )
     decoder.load_state_dict(best_state)
     return best
 
 
-def save_training_state(path, run_key, decoder, optimizer, scheduler, rng, history, best, best_state) -> None:
+def save_training_state(
+    path, run_key, decoder, optimizer, scheduler, rng, history, best, best_state, hard_baseline=None
+) -> None:
     state = {
         "run_key": run_key,
         "model": decoder.state_dict(),
@@ -266,6 +282,7 @@ def save_training_state(path, run_key, decoder, optimizer, scheduler, rng, histo
         "history": [list(h) for h in history],
         "best": best,
         "best_state": best_state,
+        "hard_baseline": hard_baseline,  # hard attention's moving-average baseline (captioning/model/hard.py)
     }
     save_torch(path, state)  # a full disk: one line naming the file, not torch's "unexpected pos"
 

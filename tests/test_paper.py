@@ -106,7 +106,7 @@ def test_gradients_reach_every_attention_parameter():
 
 
 def test_context_modules_by_params_name():
-    assert CONTEXT_MODULES == {"soft": SoftAttention, "none": GlobalContext}
+    assert CONTEXT_MODULES == {"soft": SoftAttention, "hard": SoftAttention, "none": GlobalContext}
 
 
 # --- the decoder: initial state, Eq. 1-3, 6, 7 ------------------------------------------------------
@@ -182,7 +182,7 @@ def test_k_state_rows_share_their_images_tensors(make_decoder, features):
 def test_forward_is_one_teacher_forcing_step_per_word(make_decoder, features, attention, deep_output):
     decoder = make_decoder(attention, deep_output=deep_output, implementation="paper")
     region_features, captions = features(4), random_captions(LENGTHS, seed=0)
-    logits, targets, weight_sums = decoder(region_features, captions, torch.tensor(LENGTHS))
+    logits, targets, weight_sums = decoder(region_features, captions, torch.tensor(LENGTHS))[:3]
     assert logits.shape == (sum(n - 1 for n in LENGTHS), VOCAB) and targets.shape == (12,)
     # time-major: step t holds the rows whose caption is still running
     order = [(row, t) for t in range(max(LENGTHS) - 1) for row, n in enumerate(LENGTHS) if t < n - 1]
@@ -209,7 +209,7 @@ def test_padding_does_not_change_anything(make_decoder, features):
 
 def test_backward_reaches_the_decoder_parameters(make_decoder, features):
     decoder = make_decoder(deep_output=True, implementation="paper").train()
-    logits, targets, _ = decoder(features(4), random_captions(LENGTHS, seed=1), torch.tensor(LENGTHS))
+    logits, targets = decoder(features(4), random_captions(LENGTHS, seed=1), torch.tensor(LENGTHS))[:2]
     nn.functional.cross_entropy(logits, targets).backward()
     for name, parameter in decoder.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name

@@ -100,7 +100,7 @@ def test_exponent_string_is_accepted_as_a_float(tmp_path):
         ("train", {"precision": "fp64"}, "train.precision", "one of auto, bf16, fp16, fp32"),
         ("train", {"lerning_rate": 0.1}, "train.lerning_rate", "one of the known keys (lr, epochs"),
         ("model", {"dropout": 1.0}, "model.dropout", "a number in [0, 1)"),
-        ("model", {"attention": "hard"}, "model.attention", "one of soft, none"),
+        ("model", {"attention": "stochastic"}, "model.attention", "one of soft, hard, none"),
         ("model", {"implementation": "cuda"}, "model.implementation", "one of auto, paper, fast"),
         ("embeddings", {"finetune": "yes"}, "embeddings.finetune", "true or false"),
         ("embeddings", {"word2vec_path": 3}, "embeddings.word2vec_path", "a string"),

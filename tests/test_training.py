@@ -165,7 +165,7 @@ def test_caption_loss_is_cross_entropy_plus_the_attention_penalty(make_decoder, 
     decoder = make_decoder(attention)
     region_features, lengths = features(3), torch.tensor([5, 4, 3])
     captions = torch.tensor([[1, 4, 8, 8, 2], [1, 5, 9, 2, 0], [1, 6, 2, 0, 0]])
-    logits, targets, weight_sums = decoder(region_features, captions, lengths)
+    logits, targets, weight_sums = decoder(region_features, captions, lengths)[:3]
     cross_entropy = nn.functional.cross_entropy(logits, targets)
     penalty = ((1.0 - weight_sums) ** 2).mean() if attention == "soft" else 0.0
     loss = caption_loss(decoder, region_features, captions, lengths, alpha_c=2.0)

@@ -24,6 +24,9 @@ an exact rewriting; only float rounding differs.
    a thin product added into a (C + H, 4H) sum at every step.
 6. Under autocast the LSTM weights are cast once per batch, not at every step, and the per-image mix
    stays in fp32 (memory-bound; bf16 would only add casts).
+
+Hard attention samples from the same LocationDraws as the literal module, one uniform per caption
+and step, so the two make the same choices although this one drops the rows of ended captions.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from captioning.model.paper import CaptionDecoder
+from captioning.model.paper import CaptionDecoder, LocationDraws, TeacherForcing, attended_weights, location_terms
 
 TABLE_STEPS = 16  # a caption's usual length: the word-gate table pays when V <= rows x this
 
@@ -131,8 +134,8 @@ class FastCaptionDecoder(CaptionDecoder):
         return self.output(self.dropout(deep))
 
     def forward(
-        self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor, draws: LocationDraws | None = None
+    ) -> TeacherForcing:
         regions = self.standardise(features)
         keys, values = self._keys_and_values(regions)
         hidden, cell = self._initial_state(regions.mean(dim=1))
@@ -146,12 +149,16 @@ class FastCaptionDecoder(CaptionDecoder):
         recurrent_weights = torch.cat([context_weights, _for_matmul(self.lstm.weight_hh)], dim=1).t()  # (C + H, 4H)
         tape = _RecurrentProduct.Tape()
         hiddens, gated_contexts, targets, weight_sums = [], [], [], 0.0
+        location_totals = (torch.zeros(len(lengths), device=features.device),) * 2  # log p(s|a), H per caption
         for t, active in enumerate(batch_sizes.tolist()):  # trick 4: the active rows shrink as captions end
             if active < hidden.shape[0]:  # each slice costs a full-size gradient buffer in backward
                 hidden, cell, keys, values = hidden[:active], cell[:active], keys[:active], values[:active]
             weights = self._attention(keys, hidden)  # (b, L)
+            attended = weights
+            if draws is not None:  # hard attention in training
+                attended, location_totals = _hard_step(weights, draws, t, location_totals)
             beta = torch.sigmoid(self.gate(hidden))  # (b, 1)
-            gated_context = _mix(beta * weights, values)  # beta z: (b, C)
+            gated_context = _mix(beta * attended, values)  # beta z: (b, C)
             recurrent_input = torch.cat([gated_context, hidden], dim=1).to(recurrent_weights.dtype)  # (b, C + H)
             recurrent = _RecurrentProduct.apply(recurrent_input, recurrent_weights, tape)  # (b, 4H), trick 5
             hidden, cell = _lstm_cell(word_gates[t][:active] + recurrent, cell)
@@ -165,7 +172,17 @@ class FastCaptionDecoder(CaptionDecoder):
             previous_words = torch.cat([captions[: len(step_targets), t] for t, step_targets in enumerate(targets)])
             context_output = self.output_context(torch.cat(gated_contexts))
         scores = self._scores(torch.cat(hiddens), previous_words, context_output)  # all steps at once: (N, V)
-        return scores, torch.cat(targets), weight_sums
+        return TeacherForcing(scores, torch.cat(targets), weight_sums, *location_totals)
+
+
+def _hard_step(weights: torch.Tensor, draws: LocationDraws, step: int, totals: tuple[torch.Tensor, torch.Tensor]):
+    """The weights the context mixes at `step` (one-hot s_t where a caption samples) for the first b captions
+    (weights: (b, L)), and the per-caption totals of log p(s_t | a) and H[alpha_t] (B,) with this step added."""
+    sample = draws.at(step, len(weights))
+    padding = (0, len(totals[0]) - len(weights))
+    terms = location_terms(weights, *sample)  # (b,) each
+    totals = tuple(total + nn.functional.pad(term, padding) for total, term in zip(totals, terms))
+    return attended_weights(weights, *sample), totals
 
 
 class _RecurrentProduct(torch.autograd.Function):

@@ -16,6 +16,13 @@ Eq. 7    p(y_t)  = softmax(L_o (E y_{t-1} + L_h h_t + L_z z_t))   with model.dee
 init     h_0, c_0 = tanh(f_init,h(mean_i a_i)), tanh(f_init,c(mean_i a_i))
 Eq. 14   loss    = -sum_t log p(y_t) + lambda sum_i (1 - sum_t alpha_ti)^2
 
+Hard attention (section 4.1, `model.attention: hard`) has the same parameters and the same alpha_t;
+in training, each caption either samples one region per step, s_t ~ Multinoulli(alpha_t), and reads
+z_t = beta_t a_{s_t}, or (with probability train.hard_expected_prob) reads the expected context, Eq. 6.
+Decoding always reads the expected context, so a hard model decodes exactly as a soft one would.
+Eq. 11-12 (the REINFORCE estimator of the variational bound) is `hard_attention_loss` below;
+captioning/model/hard.py keeps its moving-average baseline.
+
 Two departures, both common practice: the deep output applies tanh inside L_o(...) and dropout before
 L_o, and the region features are standardised per channel with training-set statistics first.
 `model.attention: none` swaps the attention for one global vector (the CNN-RNN baseline, not in the
@@ -42,7 +49,7 @@ class DecoderConfig:
     decoder_dim: int
     attention_dim: int
     dropout: float
-    attention: str  # soft | none
+    attention: str  # soft | hard | none
     deep_output: bool
 
     def to_dict(self) -> dict:
@@ -88,7 +95,62 @@ class GlobalContext(nn.Module):
         return keys.new_ones(hidden.shape[0], 1)  # all weight on the one vector
 
 
-CONTEXT_MODULES = {"soft": SoftAttention, "none": GlobalContext}
+CONTEXT_MODULES = {"soft": SoftAttention, "hard": SoftAttention, "none": GlobalContext}
+
+
+class LocationDraws(NamedTuple):
+    """The randomness of hard attention for one batch, drawn before the time loop (section 4.1).
+
+    Drawn per caption and step rather than per computed row, so that an implementation that drops the
+    rows of ended captions makes the same choices as one that carries them.
+    """
+
+    uniforms: torch.Tensor  # (T, B) one U(0, 1) per step and caption, turned into s_t by `sample_locations`
+    expected: torch.Tensor  # (B,) bool: captions that read the expected context instead of a sample
+
+    @classmethod
+    def draw(cls, lengths: torch.Tensor, expected_prob: float) -> LocationDraws:
+        """Drawn with the CPU generator (torch.manual_seed; saved with the training state), then moved."""
+        steps, captions = int(lengths.max()) - 1, len(lengths)
+        uniforms, expected = torch.rand(steps, captions), torch.rand(captions) < expected_prob
+        return cls(uniforms.to(lengths.device), expected.to(lengths.device))
+
+    def at(self, step: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The uniforms and expected flags of step `step` for the first `rows` captions."""
+        return self.uniforms[step, :rows], self.expected[:rows]
+
+
+def sample_locations(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """s_t ~ Multinoulli(alpha_t) by inversion: the first region whose cumulative weight passes u: (B,)."""
+    below = weights.detach().cumsum(dim=1) < uniforms.unsqueeze(1)  # (B, L)
+    return below.sum(dim=1).clamp(max=weights.shape[1] - 1)
+
+
+def attended_weights(weights: torch.Tensor, uniforms: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """What the context mixes: one-hot s_t where a caption samples (z_t = a_{s_t}), alpha_t where not: (B, L)."""
+    one_hot = nn.functional.one_hot(sample_locations(weights, uniforms), weights.shape[1]).to(weights.dtype)
+    return torch.where(expected.unsqueeze(1), weights, one_hot)
+
+
+def location_terms(
+    weights: torch.Tensor, uniforms: torch.Tensor, expected: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(s_t | a) = log alpha_{t, s_t} and the entropy H[alpha_t] per row, 0 where not sampled: (B,), (B,)."""
+    log_weights = weights.float().clamp(min=torch.finfo(torch.float32).tiny).log()  # (B, L)
+    log_prob = log_weights.gather(1, sample_locations(weights, uniforms).unsqueeze(1)).squeeze(1)
+    entropy = -(weights.float() * log_weights).sum(dim=1)
+    sampled = ~expected
+    return log_prob * sampled, entropy * sampled
+
+
+class TeacherForcing(NamedTuple):
+    """What `forward` returns (see CaptionDecoder.forward)."""
+
+    scores: torch.Tensor  # (N, V), time-major
+    targets: torch.Tensor  # (N,)
+    weight_sums: torch.Tensor  # sum_t alpha_t per caption: (B, L)
+    location_log_probs: torch.Tensor  # sum_t log p(s_t | a) per caption, 0 where nothing is sampled: (B,)
+    location_entropies: torch.Tensor  # sum_t H[alpha_t] per caption, 0 where nothing is sampled: (B,)
 
 
 class EncodedImages(NamedTuple):
@@ -144,18 +206,25 @@ class CaptionDecoder(nn.Module):
         return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # h_0, c_0: (B, H)
 
     def step(
-        self, words: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor], encoded: EncodedImages
+        self,
+        words: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
+        encoded: EncodedImages,
+        sample: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
         """One word: previous words (B,) -> word scores (B, V), new (h, c), attention weights (B, L).
 
         `state` may hold K rows per image of `encoded` (beam search's K beams of image b are rows
-        b*K .. b*K+K-1): each image's tensors then serve its K rows.
+        b*K .. b*K+K-1): each image's tensors then serve its K rows. `sample` (hard attention in
+        training: a step of LocationDraws) makes the context a sampled region's; without it the
+        context is the expected one, Eq. 6 (soft attention, and hard attention when decoding).
         """
         hidden, _ = state
         keys, values = _rows_per_state(encoded.keys, hidden), _rows_per_state(encoded.values, hidden)
         weights = self.context(keys, hidden)  # alpha_t: (B, L)
+        attended = weights if sample is None else attended_weights(weights, *sample)  # alpha_t or one-hot s_t
         beta = torch.sigmoid(self.gate(hidden))  # beta_t: (B, 1)
-        context = beta * (weights.unsqueeze(2) * values).sum(dim=1)  # z_t: (B, D)
+        context = beta * (attended.unsqueeze(2) * values).sum(dim=1)  # z_t: (B, D)
         embedded = self.embedding(words)  # E y_{t-1}: (B, E)
         state = self.lstm(torch.cat([embedded, context], dim=1), state)  # h_t, c_t
         return self.word_scores(embedded, state[0], context), state, weights
@@ -168,25 +237,31 @@ class CaptionDecoder(nn.Module):
         return self.output(self.dropout(deep))
 
     def forward(
-        self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor, draws: LocationDraws | None = None
+    ) -> TeacherForcing:
         """Teacher forcing: word t + 1 of every caption predicted from its word t, for t = 0 .. L-2.
 
         captions (B, T) start with <start>; lengths (B,) count <start> and <end>, sorted decreasing.
         Returns the scores of every real target, time-major (step 0's captions, then step 1's ...): (N, V),
-        those targets (N,), and each caption's attention summed over its steps, sum_t alpha_t: (B, L).
+        those targets (N,), each caption's attention summed over its steps, sum_t alpha_t: (B, L), and,
+        with `draws` (hard attention in training), each caption's sum_t log p(s_t | a) and sum_t H[alpha_t].
         """
         encoded = self.encode(features)
         state = self.initial_state(encoded)
         steps = lengths - 1  # (B,) words to predict per caption
         scores, targets, weight_sums = [], [], 0.0
+        log_probs = entropies = torch.zeros(len(lengths), device=features.device)
         for t in range(int(steps.max())):
-            step_scores, state, weights = self.step(captions[:, t], state, encoded)
+            sample = None if draws is None else draws.at(t, len(lengths))
+            step_scores, state, weights = self.step(captions[:, t], state, encoded, sample)
             running = steps > t  # (B,) captions that have not ended before word t + 1
             scores.append(step_scores[running])
             targets.append(captions[running, t + 1])
             weight_sums = weight_sums + weights * running.unsqueeze(1)
-        return torch.cat(scores), torch.cat(targets), weight_sums
+            if sample is not None:
+                log_prob, entropy = location_terms(weights, *sample)
+                log_probs, entropies = log_probs + log_prob * running, entropies + entropy * running
+        return TeacherForcing(torch.cat(scores), torch.cat(targets), weight_sums, log_probs, entropies)
 
 
 def caption_loss(
@@ -202,6 +277,25 @@ def caption_loss(
     if alpha_c:
         loss = loss + alpha_c * ((1.0 - weight_sums.float()) ** 2).mean(dim=1).sum() / captions
     return loss
+
+
+def hard_attention_loss(
+    log_likelihoods: torch.Tensor,
+    location_log_probs: torch.Tensor,
+    location_entropies: torch.Tensor,
+    baseline: float,
+    lambda_r: float,
+    lambda_e: float,
+    tokens: int,
+) -> torch.Tensor:
+    """Eq. 11-12, the terms that hard attention adds to Eq. 14's loss (whose cross-entropy is the first term).
+
+    Minimising it ascends the bound: lambda_r (log p(y|s,a) - b) d log p(s|a) + lambda_e dH[s], per caption
+    (B,), with the reward held constant. Divided by `tokens` like the cross-entropy, so that the three
+    terms keep the paper's proportions.
+    """
+    advantages = (log_likelihoods - baseline).detach()
+    return -(lambda_r * advantages * location_log_probs + lambda_e * location_entropies).sum() / tokens
 
 
 def _rows_per_state(per_image: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
