@@ -250,3 +250,12 @@ def test_the_stage_with_zero_epochs_passes_the_model_through_byte_for_byte(make_
     summary = yaml.safe_load((tmp_path / "metrics/finetune/metrics.json").read_text())
     assert summary["best_epoch"] == 0 and summary["best_val_cider"] == 1.25
     assert not (tmp_path / "scratch").exists()
+
+
+@pytest.mark.parametrize("script", ["flickr30k.sh", "flickr8k.sh", "coco.sh"])
+def test_the_real_data_presets_fine_tune_with_scst(script, tmp_path):
+    from test_presets import preset_settings
+
+    settings = dict(s.split("=", 1) for s in preset_settings(script, tmp_path) if s.startswith("scst."))
+    scst = parse_section("scst", {k.split(".")[1]: yaml.safe_load(v) for k, v in settings.items()})
+    assert scst.epochs >= 10 and scst.samples == 5 and scst.lr <= 5e-5
