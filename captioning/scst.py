@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from captioning.checkpoint import save_model
 from captioning.cider import CiderD
 from captioning.data.table import CaptionTable
 from captioning.decoding import Sampled, greedy_decode, sample_captions
@@ -275,3 +276,12 @@ def pass_through(source: str | Path, target: str | Path) -> None:
     """scst.epochs 0: the cross-entropy model file, byte for byte (DVC's cache then holds it once)."""
     with atomic_path(target) as temporary:
         shutil.copyfile(source, temporary)
+
+
+def save_finetuned(path: str | Path, decoder: CaptionDecoder, cross_entropy: dict, best: dict) -> None:
+    """The kept epoch's decoder as a model file, with the words and feature recipe of the model it started from."""
+    validation = {k: v for k, v in best.items() if k != "epoch"}
+    words, recipe = cross_entropy["words"], cross_entropy["feature_recipe"]
+    save_model(
+        path, decoder, words, recipe, epoch=cross_entropy.get("epoch"), scst_epoch=best["epoch"], validation=validation
+    )

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from dvclive import Live
 
-from captioning.checkpoint import check_vocabulary, load_model, save_model
+from captioning.checkpoint import check_vocabulary, load_model
 from captioning.cli import log, run
 from captioning.data.table import read_table
 from captioning.device import select_device
@@ -14,7 +14,7 @@ from captioning.features.store import FeatureStore
 from captioning.io import run_fingerprint
 from captioning.metrics import CaptionScorer
 from captioning.params import load_params
-from captioning.scst import RewardImages, finetune, pass_through
+from captioning.scst import RewardImages, finetune, pass_through, save_finetuned
 from captioning.text.vocabulary import Vocabulary
 
 
@@ -57,18 +57,9 @@ def main() -> None:
             )
         live.summary.update(best_epoch=best["epoch"], best_val_cider=best["cider"], best_val_bleu_4=best["bleu_4"])
         live.make_summary()
-    validation = {k: v for k, v in best.items() if k != "epoch"}
-    save_model(
-        args.model,
-        decoder,
-        saved["words"],
-        saved["feature_recipe"],
-        epoch=saved.get("epoch"),
-        scst_epoch=best["epoch"],
-        validation=validation,
-    )
+    save_finetuned(args.model, decoder, saved, best)
     resume_path.unlink(missing_ok=True)
-    log.info("kept scst epoch %d: %s", best["epoch"], {k: round(v, 4) for k, v in validation.items()})
+    log.info("kept scst epoch %d: %s", best["epoch"], {k: round(v, 4) for k, v in best.items() if k != "epoch"})
 
 
 if __name__ == "__main__":

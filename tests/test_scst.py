@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import VOCAB
 
-from captioning.checkpoint import save_model
+from captioning.checkpoint import load_model, save_model
 from captioning.cider import CiderD
 from captioning.decoding import sample_captions
 from captioning.errors import ParamError
@@ -20,7 +20,15 @@ from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
 from captioning.metrics import CaptionScorer
 from captioning.params import ScstParams, parse_section
-from captioning.scst import RewardImages, caption_words, finetune, mean_of_others, policy_loss, scst_batch
+from captioning.scst import (
+    RewardImages,
+    caption_words,
+    finetune,
+    mean_of_others,
+    policy_loss,
+    save_finetuned,
+    scst_batch,
+)
 from captioning.text.vocabulary import END, SPECIALS, Vocabulary
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -218,6 +226,16 @@ def test_finetune_resumed_after_an_interruption_ends_as_an_uninterrupted_run(mak
     kept = straight_best["epoch"]
     assert straight_best["cider"] == max(values["val_cider"] for _, values, _ in straight_log)
     assert straight_log[kept][2]  # the kept epoch is the one marked best
+
+    cross_entropy = {"words": VOCABULARY.words, "feature_recipe": {"image_size": 64}, "epoch": 9}
+    save_finetuned(tmp_path / "model.pt", resumed, cross_entropy, resumed_best)
+    loaded, payload = load_model(tmp_path / "model.pt")
+    assert (
+        payload["scst_epoch"] == kept
+        and payload["epoch"] == 9
+        and payload["validation"]["cider"] == straight_best["cider"]
+    )
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), resumed.state_dict().values()))
 
 
 def test_scst_params_are_validated_with_one_line_errors():
