@@ -165,3 +165,52 @@ def _backtrack(
         rows[images] = source[rows[images]]
         weights[images, step] = step_weights[rows[images]].float()
     return tokens, weights
+
+
+class Sampled(NamedTuple):
+    """K captions per image drawn from the model: rows b*K .. b*K+K-1 are image b's."""
+
+    tokens: torch.Tensor  # (B*K, T) word ids, each caption's <end> included, <end> again after it
+    lengths: torch.Tensor  # (B*K,) tokens up to and including <end> (T when a caption never ended)
+    log_probs: torch.Tensor  # (B*K,) sum of log p(w_t | w_<t, image) over those tokens, with gradient
+
+
+def sample_captions(
+    decoder: CaptionDecoder,
+    features: torch.Tensor,
+    start: int,
+    end: int,
+    samples: int,
+    max_len: int,
+    generator: torch.Generator | None = None,
+) -> Sampled:
+    """`samples` captions per image (B, R, F), each word drawn from the model's distribution (temperature 1).
+
+    One tensor program over all images and samples, as beam search is: the K samples of an image share
+    its encoded tensors. Gradients flow into `log_probs` (REINFORCE needs them); the caller chooses the
+    decoder's mode (self-critical training samples in eval mode: no dropout, the policy that is tested).
+    """
+    if max_len < 1:
+        raise ValueError(f"sampling needs max_len >= 1, got {max_len}")
+    rows, device = features.shape[0] * samples, features.device
+    encoded = decoder.encode(features)  # one row per image, shared by its K samples
+    hidden, cell = decoder.initial_state(encoded)
+    state = (hidden.repeat_interleave(samples, dim=0), cell.repeat_interleave(samples, dim=0))  # (B*K, H)
+    words = torch.full((rows,), start, dtype=torch.long, device=device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    lengths = torch.zeros(rows, dtype=torch.long, device=device)
+    log_probs = torch.zeros(rows, device=device)
+    history = []
+    for _ in range(max_len):
+        logits, state, _ = decoder.step(words, state, encoded)
+        step_log_probs = torch.log_softmax(logits.float(), dim=1)  # (B*K, V)
+        drawn = torch.multinomial(step_log_probs.detach().exp(), 1, generator=generator).squeeze(1)  # (B*K,)
+        words = torch.where(finished, torch.full_like(drawn, end), drawn)
+        chosen = step_log_probs.gather(1, words.unsqueeze(1)).squeeze(1)
+        log_probs = log_probs + torch.where(finished, torch.zeros_like(chosen), chosen)
+        lengths = lengths + (~finished).long()
+        history.append(words)
+        finished = finished | (words == end)
+        if bool(finished.all()):
+            break
+    return Sampled(torch.stack(history, 1), lengths, log_probs)

@@ -31,6 +31,7 @@ SELECT_BY = ("bleu_4", "cider", "meteor", "rouge_l")
 ATTENTION_KINDS = ("soft", "hard", "none")
 IMAGENET_VARIANTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 IMPLEMENTATIONS = ("auto", "paper", "fast")
+SCST_BASELINES = ("greedy", "mean")
 
 
 def require(ok: bool, key: str, allowed: str, got: object) -> None:
@@ -198,6 +199,37 @@ class EvaluateParams(Section):
     gallery_images: Annotated[int, at_least(0)]  # test images in reports/gallery.html
 
 
+@dataclass(frozen=True)
+class ScstParams:
+    epochs: int = 0
+    lr: float = 5e-5
+    samples: int = 5
+    baseline: str = "greedy"
+    max_len: int = 24
+    batch_size: int = 50
+    seed: int = 0
+    step_size: int = 10
+    gamma: float = 0.5
+
+    def check(self) -> None:
+        require(
+            self.epochs >= 0, "scst.epochs", "an integer >= 0 (0 passes the cross-entropy model through)", self.epochs
+        )
+        require(math.isfinite(self.lr) and self.lr > 0, "scst.lr", "a number > 0", self.lr)
+        require(self.baseline in SCST_BASELINES, "scst.baseline", f"one of {', '.join(SCST_BASELINES)}", self.baseline)
+        fewest = 2 if self.baseline == "mean" else 1
+        require(
+            self.samples >= fewest,
+            "scst.samples",
+            f"an integer >= {fewest}" + (" (the mean baseline averages the other samples)" if fewest == 2 else ""),
+            self.samples,
+        )
+        require(self.max_len >= 1, "scst.max_len", "an integer >= 1", self.max_len)
+        require(self.batch_size >= 1, "scst.batch_size", "an integer >= 1 (images per batch)", self.batch_size)
+        require(self.step_size >= 1, "scst.step_size", "an integer >= 1", self.step_size)
+        require(0 < self.gamma <= 1, "scst.gamma", "a number in (0, 1]", self.gamma)
+
+
 SECTIONS = {
     "data": DataParams,
     "vocab": VocabParams,
@@ -206,6 +238,7 @@ SECTIONS = {
     "model": ModelParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,
+    "scst": ScstParams,
 }
 
 

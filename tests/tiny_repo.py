@@ -20,6 +20,7 @@ TINY = {
     "model": {"attention_dim": 16, "decoder_dim": 16, "dropout": 0.0},
     "train": {"epochs": 2, "batch_size": 16, "step_size": 1},
     "evaluate": {"beam_size": 2, "batch_size": 8},
+    "scst": {"samples": 2, "batch_size": 8, "max_len": 12},
 }
 
 

@@ -1,0 +1,287 @@
+"""Self-critical sequence training (Rennie et al., CVPR 2017): fine-tuning for CIDEr-D with REINFORCE.
+
+For each training image, K captions w^s are sampled from the model; each earns the reward r(w^s), its
+CIDEr-D against all the image's references, and the gradient of the loss is
+
+    -(r(w^s) - b) * grad log p(w^s | image)
+
+with a baseline b that needs no learned critic: `greedy` (Rennie's) is the reward of the model's own
+greedy caption, `mean` ("new self-critical") the mean reward of the image's other K-1 samples.
+Rewards and baselines are plain numbers computed without gradient, so nothing flows through b.
+
+Where public implementations went wrong, and what this one does:
+- document frequencies come once from the training references (captioning.cider), not from the batch;
+- the end token is part of every caption scored, sampled, greedy and reference alike: a caption that
+  stops mid-phrase ("a red circle at the") loses the n-grams that end where the references end;
+- sampling and the greedy baseline both run in eval mode (no dropout): the policy being improved is the
+  one that captions at test time, and a sample equal to the greedy caption has advantage exactly 0;
+- a small learning rate of its own (scst.lr, StepLR), starting from the cross-entropy model;
+- the kept epoch is the one with the best validation CIDEr-D, where epoch 0 is the cross-entropy model
+  itself, so fine-tuning never leaves a model worse on validation than the one it started from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from captioning.checkpoint import save_model
+from captioning.cider import CiderD
+from captioning.data.table import CaptionTable
+from captioning.decoding import Sampled, greedy_decode, sample_captions
+from captioning.evaluation import EvaluationImages
+from captioning.features.store import FeatureStore
+from captioning.io import atomic_path
+from captioning.metrics import CaptionScorer
+from captioning.model import CaptionDecoder
+from captioning.params import ScstParams
+from captioning.text.vocabulary import END, Vocabulary
+from captioning.training import load_training_state, validate
+
+log = logging.getLogger(__name__)
+SELECT_BY = "cider"
+
+
+@dataclass
+class RewardImages:
+    """The images rewards are computed for: feature rows and reference captions as words ending in <end>."""
+
+    names: list[str]
+    feature_rows: np.ndarray
+    references: list[list[list[str]]]
+
+    @classmethod
+    def from_split(cls, table: CaptionTable, store: FeatureStore, split: str = "train") -> RewardImages:
+        records = [r for r in table.split(split) if r.image not in store.skipped]
+        names = [r.image for r in records]
+        references = [[tokens + [END] for tokens in r.tokenized()] for r in records]
+        return cls(names, store.rows_for(names), references)
+
+
+def caption_words(tokens: torch.Tensor, lengths: torch.Tensor, vocabulary: Vocabulary) -> list[list[str]]:
+    """Each row's first `length` word ids as words (its <end> included)."""
+    return [[vocabulary.words[i] for i in row[:length]] for row, length in zip(tokens.tolist(), lengths.tolist())]
+
+
+def greedy_rewards(
+    decoder: CaptionDecoder,
+    features: torch.Tensor,
+    images: np.ndarray,
+    cider: CiderD,
+    vocabulary: Vocabulary,
+    max_len: int,
+) -> np.ndarray:
+    """Rennie's baseline: the reward of each image's greedy caption (eval mode, no gradient): (B,)."""
+    decoded = greedy_decode(decoder, features, vocabulary.start, vocabulary.end, max_len)
+    # greedy_decode drops <end>; a caption shorter than max_len did emit it (one longer than that cannot exist).
+    words = [
+        [vocabulary.words[i] for i in tokens] + ([END] if len(tokens) < max_len else []) for tokens in decoded.tokens
+    ]
+    return cider.scores(words, images)
+
+
+def mean_of_others(rewards: np.ndarray) -> np.ndarray:
+    """The "new self-critical" baseline: for each of an image's K samples, the mean reward of the other K-1.
+
+    rewards (B, K) -> (B, K).
+    """
+    samples = rewards.shape[1]
+    return (rewards.sum(axis=1, keepdims=True) - rewards) / (samples - 1)
+
+
+def policy_loss(log_probs: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """REINFORCE with a baseline: -(r - b) log p(w^s), averaged over the sampled captions.
+
+    `advantages` (r - b) carry no gradient; minimising this raises the probability of captions that beat
+    their baseline and lowers that of captions that fall short of it.
+    """
+    return -(advantages.detach() * log_probs).mean()
+
+
+def scst_batch(
+    decoder: CaptionDecoder,
+    features: torch.Tensor,
+    images: np.ndarray,
+    cider: CiderD,
+    vocabulary: Vocabulary,
+    params: ScstParams,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one batch of images (B, R, F) and what to log about it; `images` index cider's references."""
+    k = params.samples
+    sampled: Sampled = sample_captions(
+        decoder, features, vocabulary.start, vocabulary.end, k, params.max_len, generator
+    )
+    started = time.perf_counter()
+    rewards = cider.scores(caption_words(sampled.tokens, sampled.lengths, vocabulary), np.repeat(images, k))
+    rewards = rewards.reshape(-1, k)  # (B, K)
+    if params.baseline == "greedy":
+        baseline = np.repeat(
+            greedy_rewards(decoder, features, images, cider, vocabulary, params.max_len)[:, None], k, 1
+        )
+    else:
+        baseline = mean_of_others(rewards)
+    reward_seconds = time.perf_counter() - started
+    advantages = torch.from_numpy((rewards - baseline).reshape(-1)).float().to(features.device)
+    loss = policy_loss(sampled.log_probs, advantages)
+    return loss, {
+        "reward": float(rewards.mean()),
+        "baseline": float(baseline.mean()),
+        "sample_length": float(sampled.lengths.float().mean()),
+        "reward_seconds": reward_seconds,
+    }
+
+
+def scst_epoch(
+    decoder: CaptionDecoder,
+    optimizer: torch.optim.Optimizer,
+    images: RewardImages,
+    store: FeatureStore,
+    cider: CiderD,
+    vocabulary: Vocabulary,
+    params: ScstParams,
+    device: torch.device,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    progress: tqdm,
+) -> dict[str, float]:
+    """One pass over the images in random order; returns the means over its batches."""
+    decoder.eval()  # sampling without dropout: see the module docstring
+    order = rng.permutation(len(images.names))
+    sums: dict[str, float] = {}
+    batches, started = 0, time.perf_counter()
+    for i in range(0, len(order), params.batch_size):
+        batch = order[i : i + params.batch_size]
+        features = torch.from_numpy(store.rows(images.feature_rows[batch])).to(device)
+        loss, values = scst_batch(decoder, features, batch, cider, vocabulary, params, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for key, value in {**values, "loss": loss.item()}.items():
+            sums[key] = sums.get(key, 0.0) + value
+        batches += 1
+        progress.update(len(batch))
+        progress.set_postfix(reward=f"{sums['reward'] / batches:.3f}")
+    means = {key: value / batches for key, value in sums.items()}
+    means["epoch_seconds"] = time.perf_counter() - started
+    return means
+
+
+def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def finetune(
+    decoder: CaptionDecoder,
+    images: RewardImages,
+    val: EvaluationImages,
+    store: FeatureStore,
+    vocabulary: Vocabulary,
+    params: ScstParams,
+    device: torch.device,
+    scorer: CaptionScorer,
+    on_epoch_end: Callable[[int, dict, bool], None],
+    resume_path: Path | None = None,
+    run_key: str = "",
+) -> dict:
+    """Self-critical training for params.epochs; on_epoch_end(epoch, values, is_best) after epoch 0 .. epochs.
+
+    Epoch 0 is the starting model, validated only. Returns the best validation scores (with "epoch");
+    the decoder ends holding that epoch's weights. With `resume_path` the state after every epoch is
+    saved there, and a later call with the same `run_key` continues after the last completed epoch
+    (the epochs done are replayed to on_epoch_end): the result equals an uninterrupted run's.
+    """
+    generator = torch.Generator(device=device).manual_seed(params.seed)
+    rng = np.random.default_rng(params.seed)
+    trainable = [p for p in decoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=params.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma)
+    cider = CiderD(images.references)  # document frequencies once, from the training references
+    saved = load_training_state(resume_path, run_key) if resume_path else None
+    if saved is not None:
+        decoder.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        generator.set_state(saved["generator"])
+        rng.bit_generator.state = json.loads(saved["numpy_rng"])
+        history, best, best_state = [tuple(h) for h in saved["history"]], saved["best"], saved["best_state"]
+        log.info("resuming after epoch %d of %d (state in %s)", len(history) - 1, params.epochs, resume_path)
+    else:
+        scores = validate(decoder, store, val, vocabulary, device, scorer, params.max_len)
+        history, best = [({f"val_{k}": v for k, v in scores.items()}, True)], {**scores, "epoch": 0}
+        best_state = _copy_state(decoder)
+        log.info("epoch 0 (the cross-entropy model): val CIDEr-D %.4f", scores[SELECT_BY])
+        if resume_path:
+            save_state(resume_path, run_key, decoder, optimizer, scheduler, generator, rng, history, best, best_state)
+    for epoch, (values, is_best) in enumerate(history):
+        on_epoch_end(epoch, values, is_best)
+
+    for epoch in range(len(history), params.epochs + 1):
+        learning_rate = optimizer.param_groups[0]["lr"]
+        with tqdm(total=len(images.names), unit="img", desc=f"scst epoch {epoch}/{params.epochs}") as progress:
+            values = {
+                "lr": learning_rate,
+                **scst_epoch(
+                    decoder, optimizer, images, store, cider, vocabulary, params, device, rng, generator, progress
+                ),
+            }
+        scheduler.step()
+        scores = validate(decoder, store, val, vocabulary, device, scorer, params.max_len)
+        values.update({f"val_{k}": v for k, v in scores.items()})
+        is_best = scores[SELECT_BY] > best[SELECT_BY]
+        if is_best:
+            best, best_state = {**scores, "epoch": epoch}, _copy_state(decoder)
+        log.info(
+            "scst epoch %d: reward %.4f, baseline %.4f, val CIDEr-D %.4f%s",
+            epoch,
+            values["reward"],
+            values["baseline"],
+            scores[SELECT_BY],
+            " (best)" if is_best else "",
+        )
+        history.append((values, is_best))
+        on_epoch_end(epoch, values, is_best)
+        if resume_path:
+            save_state(resume_path, run_key, decoder, optimizer, scheduler, generator, rng, history, best, best_state)
+    decoder.load_state_dict(best_state)
+    return best
+
+
+def save_state(path, run_key, decoder, optimizer, scheduler, generator, rng, history, best, best_state) -> None:
+    state = {
+        "run_key": run_key,
+        "model": decoder.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "numpy_rng": json.dumps(rng.bit_generator.state),
+        "history": [list(h) for h in history],
+        "best": best,
+        "best_state": best_state,
+    }
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
+
+
+def pass_through(source: str | Path, target: str | Path) -> None:
+    """scst.epochs 0: the cross-entropy model file, byte for byte (DVC's cache then holds it once)."""
+    with atomic_path(target) as temporary:
+        shutil.copyfile(source, temporary)
+
+
+def save_finetuned(path: str | Path, decoder: CaptionDecoder, cross_entropy: dict, best: dict) -> None:
+    """The kept epoch's decoder as a model file, with the words and feature recipe of the model it started from."""
+    validation = {k: v for k, v in best.items() if k != "epoch"}
+    words, recipe = cross_entropy["words"], cross_entropy["feature_recipe"]
+    save_model(
+        path, decoder, words, recipe, epoch=cross_entropy.get("epoch"), scst_epoch=best["epoch"], validation=validation
+    )

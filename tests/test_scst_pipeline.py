@@ -1,0 +1,101 @@
+"""The finetune stage end to end: the real dvc commands and kill -9, on the tiny configuration."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from tiny_repo import TINY, commit_all, copy_project, run, write_params
+
+BEFORE_FINETUNE = ("data", "vocab", "features", "embeddings", "train")
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory, one_thread_each) -> Path:
+    repo = tmp_path_factory.mktemp("scst")
+    copy_project(repo)
+    write_params(repo, TINY)
+    commit_all(repo)
+    run(["dvc", "repro"], repo)
+    commit_all(repo, "tiny pipeline")
+    return repo
+
+
+@pytest.mark.slow
+def test_zero_epochs_passes_the_model_through_as_one_cache_object(tiny_repo: Path):
+    assert yaml.safe_load((tiny_repo / "params.yaml").read_text())["scst"]["epochs"] == 0
+    final, cross_entropy = tiny_repo / "models/model.pt", tiny_repo / "models/cross_entropy.pt"
+    assert final.read_bytes() == cross_entropy.read_bytes()
+    outs = {
+        out["path"]: out["md5"]
+        for stage in yaml.safe_load((tiny_repo / "dvc.lock").read_text())["stages"].values()
+        for out in stage.get("outs", [])
+    }
+    assert outs["models/model.pt"] == outs["models/cross_entropy.pt"]
+    assert final.stat().st_ino == cross_entropy.stat().st_ino  # cache type hardlink: both are links to one file
+    assert json.loads((tiny_repo / "metrics/finetune/metrics.json").read_text())["best_epoch"] == 0
+
+
+@pytest.mark.slow
+def test_an_scst_experiment_reruns_only_finetune_and_evaluate(tiny_repo: Path):
+    result = run(["dvc", "exp", "run", "-n", "scst-1", "-S", "scst.epochs=1"], tiny_repo)
+    output = result.stdout + result.stderr
+    for stage in BEFORE_FINETUNE:
+        assert f"Stage '{stage}' didn't change, skipping" in output, output
+    assert "Running stage 'finetune'" in output and "Running stage 'evaluate'" in output
+    plots = tiny_repo / "metrics/finetune/plots/metrics"
+    assert len((plots / "val_cider.tsv").read_text().splitlines()) == 1 + 2  # epoch 0 (the start) and 1
+    assert len((plots / "reward.tsv").read_text().splitlines()) == 1 + 1
+    assert len((plots / "baseline.tsv").read_text().splitlines()) == 1 + 1
+    summary = json.loads((tiny_repo / "metrics/finetune/metrics.json").read_text())
+    assert summary["best_epoch"] in (0, 1) and "best_val_cider" in summary
+    assert "scst.epochs" in run(["dvc", "params", "diff"], tiny_repo).stdout
+
+
+def _finetune(repo: Path, *args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "stages.finetune", *args]
+    return subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.slow
+def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_repo: Path):
+    write_params(tiny_repo, {"scst": {**TINY["scst"], "epochs": 12, "baseline": "mean", "lr": 0.002}})
+    try:
+        state = tiny_repo / "scratch/finetune/state.pt"
+        straight = ["--model", "models/straight.pt", "--live", "metrics/straight"]
+        assert _finetune(tiny_repo, *straight).wait() == 0 and not state.exists()
+
+        def epochs_saved() -> int:
+            try:
+                return len(torch.load(state, weights_only=True)["history"])
+            except Exception:
+                return 0
+
+        process, deadline = _finetune(tiny_repo, "--model", "models/resumed.pt"), time.monotonic() + 600
+        while epochs_saved() < 2:  # epochs 0 and 1 saved: killed with ten epochs to go
+            assert process.poll() is None, process.stdout.read().decode()
+            assert time.monotonic() < deadline, "the stage never saved its state"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        assert not (tiny_repo / "models/resumed.pt").exists()
+        resumed = _finetune(tiny_repo, "--model", "models/resumed.pt")
+        output = resumed.communicate()[0].decode()
+        assert resumed.returncode == 0 and "resuming after epoch" in output, output
+    finally:
+        run(["git", "checkout", "params.yaml"], tiny_repo)
+    expected = json.loads((tiny_repo / "metrics/straight/metrics.json").read_text())
+    actual = json.loads((tiny_repo / "metrics/finetune/metrics.json").read_text())
+    assert {k: v for k, v in actual.items() if "seconds" not in k} == {
+        k: v for k, v in expected.items() if "seconds" not in k
+    }
+    a = torch.load(tiny_repo / "models/straight.pt", weights_only=True)["state_dict"]
+    b = torch.load(tiny_repo / "models/resumed.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[key], b[key]) for key in a)
