@@ -200,34 +200,25 @@ class EvaluateParams(Section):
 
 
 @dataclass(frozen=True)
-class ScstParams:
-    epochs: int = 0
-    lr: float = 5e-5
-    samples: int = 5
-    baseline: str = "greedy"
-    max_len: int = 24
-    batch_size: int = 50
-    seed: int = 0
-    step_size: int = 10
-    gamma: float = 0.5
+class ScstParams(Section):
+    epochs: Annotated[int, Rule("an integer >= 0 (0 passes the cross-entropy model through)", lambda v: v >= 0)]
+    lr: Annotated[float, Rule("a number > 0", lambda value: math.isfinite(value) and value > 0)]
+    samples: Annotated[int, at_least(1)]
+    baseline: Annotated[str, one_of(SCST_BASELINES)]
+    max_len: Annotated[int, at_least(1)]
+    batch_size: Annotated[int, Rule("an integer >= 1 (images per batch)", lambda value: value >= 1)]
+    seed: int
+    step_size: Annotated[int, at_least(1)]
+    gamma: Annotated[float, Rule("a number in (0, 1]", lambda value: 0 < value <= 1)]
 
     def check(self) -> None:
-        require(
-            self.epochs >= 0, "scst.epochs", "an integer >= 0 (0 passes the cross-entropy model through)", self.epochs
-        )
-        require(math.isfinite(self.lr) and self.lr > 0, "scst.lr", "a number > 0", self.lr)
-        require(self.baseline in SCST_BASELINES, "scst.baseline", f"one of {', '.join(SCST_BASELINES)}", self.baseline)
-        fewest = 2 if self.baseline == "mean" else 1
-        require(
-            self.samples >= fewest,
-            "scst.samples",
-            f"an integer >= {fewest}" + (" (the mean baseline averages the other samples)" if fewest == 2 else ""),
-            self.samples,
-        )
-        require(self.max_len >= 1, "scst.max_len", "an integer >= 1", self.max_len)
-        require(self.batch_size >= 1, "scst.batch_size", "an integer >= 1 (images per batch)", self.batch_size)
-        require(self.step_size >= 1, "scst.step_size", "an integer >= 1", self.step_size)
-        require(0 < self.gamma <= 1, "scst.gamma", "a number in (0, 1]", self.gamma)
+        if self.baseline == "mean":
+            require(
+                self.samples >= 2,
+                "scst.samples",
+                "an integer >= 2 (the mean baseline averages the other samples)",
+                self.samples,
+            )
 
 
 SECTIONS = {

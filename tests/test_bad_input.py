@@ -37,6 +37,7 @@ from captioning.data.readers.dataset import read_dataset
 from captioning.errors import CaptioningError
 from captioning.features.encoder import FEATURE_DIM, build_encoder
 from captioning.features.extract import extract_features
+from captioning.features.recipe import FeatureRecipe
 from captioning.features.store import FeatureStore, FeatureWriter
 from captioning.io import atomic_path
 from captioning.params import TrainParams, load_params
@@ -221,7 +222,8 @@ def features_without(skipped: list[str], kept: list[str]) -> Callable[[Path], No
     """data/features.h5 with features for `kept` and `skipped` recorded as unreadable by the features stage."""
 
     def write(folder: Path) -> None:
-        writer = FeatureWriter(folder / "data/features.h5", len(kept), 4, 8, {"image_size": 64})
+        recipe = FeatureRecipe("none", "IMAGENET1K_V2", 0, 64, "fp32", "1.0e+00")  # as the features stage writes it
+        writer = FeatureWriter(folder / "data/features.h5", len(kept), 4, 8, recipe.to_dict())
         writer.append(kept, np.ones((len(kept), 4, 8), dtype=np.float32))
         writer.close(skipped)
 
@@ -1406,7 +1408,7 @@ def test_features_stage_on_a_full_disk_stops_with_one_line_and_keeps_its_parts(t
     names = [f"{i:02d}.png" for i in range(24)]  # 24 x 16 kB of features: more than the 256 kB disk
     table_file([{"image": name, **ROW} for name in names], {name: png_bytes() for name in names})(folder)
     features = {"image_size": IMAGE_SIZE, "batch_size": 8, "num_workers": 1, "precision": "fp32", "chunk_size": 8}
-    (folder / "params.yaml").write_text(yaml.safe_dump({"features": features}), encoding="utf-8")
+    (folder / "params.yaml").write_text(yaml.safe_dump(repo_document({"features": features})), encoding="utf-8")
     output = small_disk.resolve() / "features.h5"
     env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
     result = subprocess.run(

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from conftest import VOCAB
+from repo_params import repo_params
 
 from captioning.checkpoint import load_model, save_model
 from captioning.cider import CiderD
@@ -19,7 +20,6 @@ from captioning.errors import ParamError
 from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
 from captioning.metrics import CaptionScorer
-from captioning.params import ScstParams, parse_section
 from captioning.scst import (
     RewardImages,
     caption_words,
@@ -112,7 +112,7 @@ def deterministic_decoder(make_decoder, word: int):
 def test_with_the_greedy_baseline_a_sample_equal_to_the_greedy_caption_has_zero_advantage(make_decoder, features, word):
     decoder = deterministic_decoder(make_decoder, word)
     cider = CiderD([[["w5"] * 4], [["w6", END]]])
-    params = ScstParams(samples=3, baseline="greedy", max_len=4)
+    params = repo_params("scst", samples=3, baseline="greedy", max_len=4)
     images = features(2)
     loss, values = scst_batch(decoder, images, np.array([0, 1]), cider, VOCABULARY, params, torch.Generator())
     assert values["reward"] > 0  # the captions do score: equal rewards, not two zeros
@@ -163,7 +163,7 @@ def test_self_critical_steps_raise_the_mean_reward_on_a_toy(make_decoder, featur
     decoder, images = make_decoder(seed=6), features(4)
     references = [[["w4", "w5", END]], [["w6", "w7", END]], [["w8", END]], [["w9", "w10", "w11", END]]]
     cider, rows = CiderD(references), np.arange(4)
-    params = ScstParams(samples=6, baseline=baseline, max_len=5)
+    params = repo_params("scst", samples=6, baseline=baseline, max_len=5)
 
     def mean_reward() -> float:
         with torch.no_grad():
@@ -197,7 +197,7 @@ def small_corpus(tmp_path, feature_file):
 
 def test_finetune_resumed_after_an_interruption_ends_as_an_uninterrupted_run(make_decoder, small_corpus, tmp_path):
     images, val, store = small_corpus
-    params = ScstParams(epochs=3, lr=0.01, samples=3, baseline="mean", max_len=5, batch_size=2, step_size=1)
+    params = repo_params("scst", epochs=3, lr=0.01, samples=3, baseline="mean", max_len=5, batch_size=2, step_size=1)
     cpu = torch.device("cpu")
 
     def run(resume_path, stop_at=None):
@@ -239,7 +239,7 @@ def test_finetune_resumed_after_an_interruption_ends_as_an_uninterrupted_run(mak
 
 
 def test_scst_params_are_validated_with_one_line_errors():
-    assert parse_section("scst", {"epochs": 0, "baseline": "mean", "samples": 2}).epochs == 0
+    assert repo_params("scst", epochs=0, baseline="mean", samples=2).epochs == 0
     cases = {
         "epochs": (-1, "scst.epochs must be an integer >= 0"),
         "lr": (0, "scst.lr must be a number > 0"),
@@ -249,9 +249,9 @@ def test_scst_params_are_validated_with_one_line_errors():
     }
     for key, (value, message) in cases.items():
         with pytest.raises(ParamError, match=message.replace("(", r"\(").replace("[", r"\[")):
-            parse_section("scst", {key: value})
+            repo_params("scst", **{key: value})
     with pytest.raises(ParamError, match=r"scst.samples must be an integer >= 2 \(the mean baseline"):
-        parse_section("scst", {"baseline": "mean", "samples": 1})
+        repo_params("scst", baseline="mean", samples=1)
 
 
 def test_the_stage_with_zero_epochs_passes_the_model_through_byte_for_byte(make_decoder, tmp_path):
@@ -275,5 +275,5 @@ def test_the_real_data_presets_fine_tune_with_scst(script, tmp_path):
     from test_presets import preset_settings
 
     settings = dict(s.split("=", 1) for s in preset_settings(script, tmp_path) if s.startswith("scst."))
-    scst = parse_section("scst", {k.split(".")[1]: yaml.safe_load(v) for k, v in settings.items()})
+    scst = repo_params("scst", **{k.split(".")[1]: yaml.safe_load(v) for k, v in settings.items()})
     assert scst.epochs >= 10 and scst.samples == 5 and scst.lr <= 5e-5
