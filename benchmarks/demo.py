@@ -57,6 +57,7 @@ def untrained_model(path: Path) -> Path:
     config = DecoderConfig(
         vocab_size=len(words),
         embed_dim=load_params("embeddings").dim,
+        feature_dim=2048,
         decoder_dim=model.decoder_dim,
         attention_dim=model.attention_dim,
         dropout=model.dropout,

@@ -38,7 +38,14 @@ VALIDATION = {"bleu_4": 0.5, "cider": 1.25, "loss": 2.0}
 def model(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = DecoderConfig(
-        vocab_size=len(WORDS), embed_dim=8, feature_dim=2048, decoder_dim=16, attention_dim=16, dropout=0.0
+        vocab_size=len(WORDS),
+        embed_dim=8,
+        feature_dim=2048,
+        decoder_dim=16,
+        attention_dim=16,
+        dropout=0.0,
+        attention="soft",
+        deep_output=False,
     )
     decoder = CaptionDecoder(config)
     with torch.no_grad():  # like a trained model: never <pad>, <start> or <unk>

@@ -41,19 +41,17 @@ def ranked_beams(
     k, device = beam_size, features.device
     encoded = decoder.encode(features)  # one row, shared by the K beams
     state = decoder.initial_state(encoded)
-    encoded = encoded.for_steps()
-    table = decoder.word_gate_table(lookups=k * max_len)
     scores = torch.zeros(1, k, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first
     words = torch.full((1,), start, dtype=torch.long, device=device)
     finished = torch.zeros(k, dtype=torch.bool, device=device)
     lengths = torch.zeros(k, device=device)
-    regions = encoded.keys.shape[1]
+    regions = features.shape[1] if decoder.context.attends else 1
     history = torch.zeros(k, 0, dtype=torch.long, device=device)  # (K, t) words so far
     weight_history = torch.zeros(k, 0, regions, device=device)  # (K, t, N)
     ended = None  # what a finished beam may continue with: <end> at no cost, nothing else
     for _ in range(max_len):
-        logits, state, weights = decoder.step(words, state, encoded, table)
+        logits, state, weights = decoder.step(words, state, encoded)
         if history.shape[1] == 0:  # the K beams are still one: computed once, then copied
             logits, weights = logits.repeat_interleave(k, dim=0), weights.repeat_interleave(k, dim=0)
             state = (state[0].repeat_interleave(k, dim=0), state[1].repeat_interleave(k, dim=0))
