@@ -300,6 +300,10 @@ class StageRun:
     items: int
     unit: str
     note: str = ""
+    cpu_seconds: float = (
+        0.0  # user + system time of the stage and its waited-for children: what contention cannot inflate much
+    )
+    tree_rss_kb: int = 0  # the stage's processes together (with METEOR's Java), sampled
 
     @property
     def rate(self) -> float:
@@ -386,6 +390,12 @@ def write_standin_features(project: Path, log_file) -> tuple[float, dict]:
     return seconds + (time.perf_counter() - commit_start), {"seconds": seconds, "max_rss_kb": rss}
 
 
+def dvc_changed(project: Path, stage: str, env: dict) -> bool:
+    """Whether `dvc status` finds the stage's deps, params or outputs changed since it last ran."""
+    result = subprocess.run(["dvc", "status", stage], cwd=project, env=env, capture_output=True, text=True)
+    return result.returncode != 0 or "changed" in result.stdout or "modified" in result.stdout
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -404,17 +414,19 @@ def minutes(seconds: float) -> str:
 
 def print_table(runs: list[StageRun], dataset: dict, total_seconds: float, largest: tuple[str, int]) -> str:
     lines = [
-        "| stage | wall | throughput | per 1k items | peak RSS | disk written | notes |",
-        "|---|---|---|---|---|---|---|",
+        "| stage | wall | throughput | CPU time | CPU per 1k items | peak RSS (process / with children) "
+        "| disk written | notes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
-        per_thousand = 1000 * run.seconds / run.items if run.items else float("nan")
+        per_thousand = 1000 * run.cpu_seconds / run.items if run.items and run.cpu_seconds else float("nan")
         lines.append(
-            f"| {run.name} | {minutes(run.seconds)} | {run.rate:,.1f} {run.unit}/s | {per_thousand:.2f} s | "
-            f"{human_bytes(run.max_rss_kb * 1024)} | {human_bytes(run.bytes_written)} | {run.note} |"
+            f"| {run.name} | {minutes(run.seconds)} | {run.rate:,.1f} {run.unit}/s | {minutes(run.cpu_seconds)} | "
+            f"{per_thousand:.2f} s | {human_bytes(run.max_rss_kb * 1024)} / {human_bytes(run.tree_rss_kb * 1024)} | "
+            f"{human_bytes(run.bytes_written)} | {run.note} |"
         )
     dvc_overhead = sum(r.dvc_seconds - r.seconds for r in runs)
-    lines.append(f"| dvc (hashing, caching, locks) | {minutes(dvc_overhead)} | | | | | summed over the stages |")
+    lines.append(f"| dvc (hashing, caching, locks) | {minutes(dvc_overhead)} | | | | | | summed over the stages |")
     lines.append("")
     lines.append(
         f"dataset written by the benchmark (not a stage): {dataset['images']:,} JPEGs, {dataset['captions']:,} "
@@ -426,7 +438,58 @@ def print_table(runs: list[StageRun], dataset: dict, total_seconds: float, large
     return "\n".join(lines)
 
 
+def _probe_records(project: Path) -> dict[str, dict]:
+    """Every stage run the probe saw in a project copy, by table row name (the second train is the streamed one)."""
+    records: dict[str, dict] = {}
+    log = project / ".scale" / "probe.jsonl.all"
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        record = json.loads(line)
+        stage = next((a.removeprefix("stages.") for a in record["argv"] if a.startswith("stages.")), None)
+        if stage is None or record["status"] != 0:
+            continue
+        name = "train (streamed)" if stage == "train" and "train" in records else stage
+        records[name] = record
+    return records
+
+
+def compare(paths: list[Path]) -> str:
+    """Rehearsals of several sizes (their --json files) side by side: CPU seconds per 1,000 items and growth.
+
+    CPU time (user + system) is the column to compare: wall time on a shared machine is an upper bound.
+    """
+    documents = sorted((json.loads(path.read_text()) for path in paths), key=lambda d: d["images"])
+    probes = [_probe_records(path.parent / f"project-{d['images']}") for path, d in zip(paths, documents)]
+    sizes = [d["images"] for d in documents]
+    header = ["stage", "unit"] + [f"{n:,} images: wall / CPU / CPU per 1k / peak RSS" for n in sizes]
+    header.append(f"CPU per item, {sizes[-1]:,} vs {sizes[0]:,}")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    names = list(dict.fromkeys(s["name"] for d in documents for s in d["stages"]))
+    for name in names:
+        cells, per_item, unit = [name], [], ""
+        for document, probe in zip(documents, probes):
+            run = next((s for s in document["stages"] if s["name"] == name), None)
+            if run is None:
+                cells.append("")
+                continue
+            unit = run["unit"]
+            cpu = run.get("cpu_seconds") or probe.get(name, {}).get("cpu_seconds", 0.0)
+            rss = max(run.get("tree_rss_kb", 0), probe.get(name, {}).get("tree_rss_kb", 0), run["max_rss_kb"])
+            cpu_text = "n/a" if not cpu else f"{minutes(cpu)} / {1000 * cpu / run['items']:.2f} s"
+            if cpu:
+                per_item.append(cpu / run["items"])
+            cells.append(f"{minutes(run['seconds'])} / {cpu_text} / {human_bytes(rss * 1024)}")
+        cells.insert(1, unit)
+        cells.append(f"{per_item[-1] / per_item[0]:.2f}x" if len(per_item) == len(documents) > 1 else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    totals = [minutes(d["total_seconds"]) for d in documents]
+    lines.append("| total wall (dvc included) | | " + " | ".join(totals) + " | |")
+    return "\n".join(lines)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--compare":
+        print(compare([Path(p) for p in sys.argv[2:]]))
+        return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=FLICKR30K["images"])
     parser.add_argument("--workdir", type=Path, default=Path("/work/scale-data"), help="dataset and project copy")
@@ -442,6 +505,7 @@ def main() -> None:
         "--torchrun", action="store_true", help="then run the train stage's command under torchrun, one process"
     )
     parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--name", default="", help="suffix of the project copy, for two runs on one dataset")
     parser.add_argument(
         "--standin-features",
         action="store_true",
@@ -462,7 +526,7 @@ def main() -> None:
     if workdir == REPO or REPO in workdir.parents:
         raise SystemExit(f"error: --workdir {workdir} is inside the repository; choose a folder outside it")
     dataset_root = workdir / f"flickr30k-{args.images}"
-    project = workdir / f"project-{args.images}"
+    project = workdir / f"project-{args.images}{args.name}"
     print(machine_header(f"Flickr30k rehearsal, {args.images:,} images"), flush=True)
     dataset = write_dataset(dataset_root, args.images, args.jobs)
     print(f"dataset: {dataset_root} ({dataset['images']:,} images, {minutes(dataset['seconds'])})", flush=True)
@@ -489,10 +553,17 @@ def main() -> None:
     started = time.perf_counter()
     saved_path = project / ".scale" / "runs.json"
     saved = read_json(saved_path) if args.resume else {}
-    with open(workdir / f"pipeline-{args.images}.log", "a" if args.resume else "w") as log_file:
+    with open(workdir / f"pipeline-{args.images}{args.name}.log", "a" if args.resume else "w") as log_file:
         for stage in stages:
             before = disk_bytes(project)
-            if stage == "features" and args.standin_features:
+            if (
+                stage == "features"
+                and args.standin_features
+                and stage in saved
+                and not dvc_changed(project, stage, env)
+            ):
+                dvc_seconds, probe = 0.0, None  # the earlier run's stand-in is still the stage's output
+            elif stage == "features" and args.standin_features:
                 dvc_seconds, probe = write_standin_features(project, log_file)
             else:
                 dvc_seconds, probe = run_stage(project, stage, env, probe_log, log_file)
@@ -523,7 +594,20 @@ def main() -> None:
                     f"epoch {metrics.get('epoch_seconds', float('nan')):.0f} s, data wait "
                     f"{100 * metrics.get('data_wait_share', float('nan')):.1f}%, features in RAM"
                 )
-            runs.append(StageRun(stage, probe["seconds"], dvc_seconds, probe["max_rss_kb"], written, items, unit, note))
+            runs.append(
+                StageRun(
+                    stage,
+                    probe["seconds"],
+                    dvc_seconds,
+                    probe["max_rss_kb"],
+                    written,
+                    items,
+                    unit,
+                    note,
+                    probe.get("cpu_seconds", 0.0),
+                    probe.get("tree_rss_kb", 0),
+                )
+            )
             saved[stage] = runs[-1].__dict__
             saved_path.write_text(json.dumps(saved))
             print(f"{stage}: {minutes(probe['seconds'])} (dvc {minutes(dvc_seconds)})", flush=True)
@@ -549,6 +633,8 @@ def main() -> None:
                 sizes["train"] * 5 * args.epochs,
                 "captions",
                 note,
+                probe["cpu_seconds"],
+                probe.get("tree_rss_kb", 0),
             )
             runs.append(streamed)
             print(f"train (streamed): {minutes(probe['seconds'])}", flush=True)
