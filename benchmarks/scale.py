@@ -132,7 +132,7 @@ def write_image(task: tuple[int, str, Path, list]) -> dict:
     rng = random.Random(f"scale-{index}")
     width, height = SIZES[index % 2]
     side = max(width, height)
-    objects = sample_objects(rng, side, 1, 1 if rng.random() < 0.6 else 2)  # mean caption ~15 words
+    objects = sample_objects(rng, side, 1, 1 if rng.random() < 0.6 else 2)  # mean caption ~13 words
     image = draw_scene(objects, side, rng).resize((width, height))
     name = f"{1_000_000_000 + index}.jpg"
     image.save(folder / name, quality=90)
@@ -348,6 +348,8 @@ def run_under_torchrun(project: Path, env: dict, probe_log: Path, log_file, capt
         captions,
         "captions",
         note,
+        probe["cpu_seconds"],
+        probe.get("tree_rss_kb", 0),
     )
 
 
@@ -384,16 +386,20 @@ def write_standin_features(project: Path, log_file) -> tuple[float, dict]:
     )
     if result.returncode != 0:
         raise SystemExit(f"error: dvc commit -f features failed; see {log_file.name}")
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return seconds + (time.perf_counter() - commit_start), {"seconds": seconds, "max_rss_kb": rss}
+    # Written by this process, whose own memory (the dataset, the project copy) says nothing about the stage's.
+    return seconds + (time.perf_counter() - commit_start), {"seconds": seconds, "max_rss_kb": 0}
 
 
 def dvc_changed(project: Path, stage: str, env: dict) -> bool:
     """Whether `dvc status` finds the stage's deps, params or outputs changed since it last ran."""
     result = subprocess.run(["dvc", "status", stage], cwd=project, env=env, capture_output=True, text=True)
     return result.returncode != 0 or "changed" in result.stdout or "modified" in result.stdout
+
+
+def streamed_in_log(log: Path) -> bool:
+    """Whether the last train stage in the log read its features batch by batch (the store logs why)."""
+    text = log.read_text(errors="replace")
+    return "read batch by batch" in text[text.rfind("===== dvc repro -s train") :]
 
 
 def read_json(path: Path) -> dict:
@@ -592,7 +598,8 @@ def main() -> None:
                 metrics = read_json(project / "metrics/train/metrics.json")
                 note = (
                     f"epoch {metrics.get('epoch_seconds', float('nan')):.0f} s, data wait "
-                    f"{100 * metrics.get('data_wait_share', float('nan')):.1f}%, features in RAM"
+                    f"{100 * metrics.get('data_wait_share', float('nan')):.1f}%, features "
+                    + ("streamed" if streamed_in_log(workdir / f"pipeline-{args.images}{args.name}.log") else "in RAM")
                 )
             runs.append(
                 StageRun(
