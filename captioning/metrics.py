@@ -38,18 +38,28 @@ def _nltk_wordnet_available() -> bool:
 
 
 class CaptionScorer:
-    """Scores {image: caption} against {image: [references]}; keeps one METEOR process for many calls."""
+    """Scores {image: caption} against {image: [references]}; keeps one METEOR process for many calls.
 
-    def __init__(self, meteor: bool = True):
+    With `keep_meteor=False` METEOR's Java process (about 1.2 GB once its paraphrase tables are loaded)
+    lives only while a score() call needs it: for a caller that scores once per long epoch, as a training
+    run on Flickr30k or COCO does, and would otherwise hold that memory idle for the whole epoch.
+    """
+
+    def __init__(self, meteor: bool = True, keep_meteor: bool = True):
         self.java = java_available()
         self._meteor = None
-        if meteor and self.java:
-            from pycocoevalcap.meteor.meteor import Meteor
-
-            self._meteor = Meteor()
-        elif meteor:
+        self._meteor_wanted = meteor and self.java
+        self._keep_meteor = keep_meteor
+        if self._meteor_wanted and keep_meteor:
+            self._start_meteor()
+        elif meteor and not self.java:
             log.warning("Java not found: METEOR 1.5 and the PTB tokenizer are unavailable (install a JRE)")
         self.nltk_meteor = meteor and not self.java and _nltk_wordnet_available()
+
+    def _start_meteor(self) -> None:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        self._meteor = Meteor()
 
     def _tokenize(self, captions: dict) -> dict:
         if self.java:
@@ -73,9 +83,13 @@ class CaptionScorer:
             cider, _ = Cider().compute_score(references, predictions)
         result = {f"bleu_{n + 1}": float(bleu[n]) for n in range(4)}
         result.update(rouge_l=float(rouge), cider=float(cider))
-        if self._meteor is not None:
+        if self._meteor_wanted:
+            if self._meteor is None:
+                self._start_meteor()
             meteor, _ = self._meteor.compute_score(references, predictions)
             result["meteor"] = float(meteor)
+            if not self._keep_meteor:
+                self.close()
         elif self.nltk_meteor:
             from nltk.translate.meteor_score import meteor_score
 

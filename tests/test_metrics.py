@@ -154,3 +154,19 @@ def test_closing_one_scorer_does_not_leak_the_meteor_process_of_another(monkeypa
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.slow
+def test_a_scorer_that_does_not_keep_meteor_runs_it_only_inside_score_with_the_same_result():
+    """keep_meteor=False: no idle 1.2 GB Java process between validations (two METEOR loads: `slow`)."""
+    if not metrics.java_available():
+        pytest.skip("Java is not installed")
+    passing = CaptionScorer(keep_meteor=False)
+    assert passing._meteor is None  # nothing started before the first score
+    first = passing.score(PREDICTIONS, REFERENCES)
+    assert passing._meteor is None  # and nothing left running after it
+    second = passing.score(PREDICTIONS, REFERENCES)
+    with CaptionScorer() as kept:
+        expected = kept.score(PREDICTIONS, REFERENCES)
+    assert 0 < first["meteor"] < 1
+    assert first == second == expected

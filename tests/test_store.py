@@ -80,3 +80,15 @@ def test_missing_or_foreign_files_raise_captioning_error(tmp_path):
     (tmp_path / "text.h5").write_text("not hdf5")
     with pytest.raises(CaptioningError, match=r"text\.h5: not a readable features file"):
         FeatureStore(tmp_path / "text.h5")
+
+
+def test_features_that_fit_the_budget_but_not_the_free_memory_are_read_batch_by_batch(feature_file, values):
+    path = feature_file(NAMES, values)
+    nbytes = FeatureStore(path).nbytes
+    budget = 100 * nbytes  # the default 8 GB against Flickr30k's 6.2 GB, in small
+    short = FeatureStore(path, memory_budget_bytes=budget, available_bytes=nbytes)  # needs twice its size free
+    roomy = FeatureStore(path, memory_budget_bytes=budget, available_bytes=2 * nbytes)
+    assert short.in_memory is None and roomy.in_memory is not None
+    rows = np.array([6, 2, 2, 0])
+    np.testing.assert_array_equal(short.rows(rows), roomy.rows(rows))
+    assert FeatureStore(path, available_bytes=1).in_memory is not None  # no budget: whole, as asked

@@ -1,11 +1,14 @@
 """The HDF5 feature store: (N, 49, 2048) float16 region features plus the image names they belong to.
 
 Written incrementally, one chunk per image, so a Flickr30k- or COCO-sized file never has to fit in
-memory; read either whole (when it fits the memory budget) or batch by batch.
+memory; read either whole (when it fits the memory budget) or batch by batch. The budget is also
+held to half the memory the machine has available: Flickr30k's 6.2 GB fit the default 8 GB budget,
+but not a machine with 8 GB of RAM, where loading them would get the stage killed.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import h5py
@@ -16,6 +19,20 @@ from captioning.errors import CaptioningError
 FEATURES = "features"
 NAMES = "images"
 SKIPPED = "skipped"  # images that could not be decoded, kept so later stages can drop them knowingly
+AVAILABLE_SHARE = 0.5  # features are held in RAM only when they take at most this share of the available memory
+log = logging.getLogger(__name__)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (what can be allocated without swapping), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _strings(dataset: h5py.Dataset) -> list[str]:
@@ -61,7 +78,9 @@ class FeatureWriter:
 class FeatureStore:
     """Read access to a features file, by image name or by row."""
 
-    def __init__(self, path: str | Path, memory_budget_bytes: int | None = None):
+    def __init__(self, path: str | Path, memory_budget_bytes: int | None = None, available_bytes: int | None = None):
+        """`memory_budget_bytes`: None reads the whole file into RAM; otherwise only when it fits both the
+        budget and AVAILABLE_SHARE of `available_bytes` (default: the machine's available memory now)."""
         self.path = Path(path)
         if not self.path.is_file():
             raise CaptioningError(f"{self.path}: features file not found (run the features stage)")
@@ -72,13 +91,38 @@ class FeatureStore:
             self.names = _strings(self.file[NAMES])
             self.skipped = set(_strings(self.file[SKIPPED])) if SKIPPED in self.file else set()
             self.attrs = dict(self.file.attrs)
-            if memory_budget_bytes is None or self.nbytes <= memory_budget_bytes:
+            if self._fits_in_memory(memory_budget_bytes, available_bytes):
                 self.in_memory = self.dataset[:]
         except (OSError, KeyError) as error:  # truncated, corrupt or foreign: h5py raises OSError
             raise CaptioningError(
                 f"{self.path}: not a readable features file ({error}); rerun the features stage"
             ) from None
         self.row_of = {name: row for row, name in enumerate(self.names)}
+
+    def _fits_in_memory(self, budget: int | None, available: int | None) -> bool:
+        if budget is None:
+            return True
+        if self.nbytes > budget:
+            if budget > 0:
+                log.info(
+                    "%s: %.2f GB of features exceed the %.2f GB budget: read batch by batch",
+                    self.path,
+                    self.nbytes / 1e9,
+                    budget / 1e9,
+                )
+            return False
+        available = available_memory_bytes() if available is None else available
+        if available is not None and self.nbytes > AVAILABLE_SHARE * available:
+            log.warning(
+                "%s: %.2f GB of features fit the %.2f GB budget but not half of the %.2f GB of memory available: "
+                "read batch by batch instead (lower train.feature_memory_gb to say so)",
+                self.path,
+                self.nbytes / 1e9,
+                budget / 1e9,
+                available / 1e9,
+            )
+            return False
+        return True
 
     @property
     def nbytes(self) -> int:
