@@ -148,19 +148,26 @@ def upload(page, path: str | Path, timeout: float = WAIT_MS) -> str:
     files = page.locator("#upload input[type=file]")
     files.wait_for(state="attached", timeout=timeout)
     files.set_input_files(str(path))
-    name = Path(path).name
-    page.wait_for_function(
-        "name => (document.querySelector('#message')?.innerText || '').includes(name)", arg=name, timeout=timeout
-    )
-    return page.locator("#message").inner_text()
+    return wait_for_message(page, Path(path).name, timeout)
 
 
 def pick_test_image(page, name: str, timeout: float = WAIT_MS) -> str:
     """Choose a test image in the picker and wait until the page reports on it; that message."""
     page.locator("#pick input").click()
     page.get_by_role("option", name=name, exact=True).click()
+    return wait_for_message(page, name, timeout)
+
+
+def wait_for_message(page, name: str, timeout: float = WAIT_MS) -> str:
+    """Wait until the message names `name` and Gradio's progress overlay ("processing | ...") has left it.
+
+    While the overlay shows, the outputs are not all updated yet: reading them then would race the server.
+    """
     page.wait_for_function(
-        "name => (document.querySelector('#message')?.innerText || '').includes(name)", arg=name, timeout=timeout
+        "name => { const text = document.querySelector('#message')?.innerText || '';"
+        " return text.includes(name) && !/processing/i.test(text); }",
+        arg=name,
+        timeout=timeout,
     )
     return page.locator("#message").inner_text()
 
