@@ -1502,7 +1502,9 @@ def test_ctrl_c_is_one_line_saying_what_was_kept(tmp_path: Path, stage: str, kep
     script.parent.mkdir()
     script.write_text(
         "import os, signal, time\nfrom captioning.cli import run\n\n\n"
-        "def main():\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(60)\n\n\nrun(main)\n"
+        "def main():\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(60)\n\n\n"
+        # as in a terminal: a shell's background jobs (a CI runner's, say) start with SIGINT ignored
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\nrun(main)\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
