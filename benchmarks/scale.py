@@ -1,6 +1,6 @@
 """Flickr30k at full scale, rehearsed with generated data in the real format.
 
-    python benchmarks/scale.py --images 31014            # the whole rehearsal (hours on 2 cores)
+    python benchmarks/scale.py --images 31014            # the whole rehearsal (~1.5 h on an idle 2-core CPU)
     python benchmarks/scale.py --images 1500             # a few minutes
 
 1. Writes a Flickr30k-shaped dataset into --workdir (outside the repository and its DVC outputs):
@@ -92,7 +92,7 @@ from captioning.text.tokenizer import tokenize  # noqa: E402
 
 FLICKR30K = {"images": 31_014, "train": 29_000, "val": 1_014, "test": 1_000}
 COCO = {"images": 123_287, "captions": 616_767}
-STAGES = ("data", "vocab", "features", "embeddings", "train", "evaluate")
+STAGES = ("data", "vocab", "features", "embeddings", "train", "finetune", "evaluate")
 SIZES = ((500, 375), (375, 500))  # Flickr30k's usual landscape and portrait sizes
 TAIL_WORDS = 20_000  # made-up words of the caption tails, Zipf-distributed
 DATASET_MARK = "COMPLETE"
@@ -237,7 +237,9 @@ def git(project: Path, *arguments: str) -> None:
     subprocess.run(["git", *arguments], cwd=project, check=True, capture_output=True)
 
 
-def prepare_project(project: Path, dataset_root: Path, epochs: int, resume: bool) -> dict[str, object]:
+def prepare_project(
+    project: Path, dataset_root: Path, epochs: int, scst_epochs: int, resume: bool
+) -> dict[str, object]:
     """A fresh copy of the project with the rehearsal's params; with `resume`, the earlier copy and its outputs."""
     resume = resume and (project / ".git").is_dir()
     if not resume:
@@ -252,6 +254,7 @@ def prepare_project(project: Path, dataset_root: Path, epochs: int, resume: bool
             "data.format": "karpathy",
             "features.weights": "none",
             "train.epochs": epochs,
+            "scst.epochs": scst_epochs,
         }
     )
     write_params(project, settings)
@@ -425,10 +428,11 @@ def print_table(runs: list[StageRun], dataset: dict, total_seconds: float, large
         "|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
-        per_thousand = 1000 * run.cpu_seconds / run.items if run.items and run.cpu_seconds else float("nan")
+        rate = f"{run.rate:,.1f} {run.unit}/s" if run.items else "-"
+        per_thousand = f"{1000 * run.cpu_seconds / run.items:.2f} s" if run.items and run.cpu_seconds else "-"
         lines.append(
-            f"| {run.name} | {minutes(run.seconds)} | {run.rate:,.1f} {run.unit}/s | {minutes(run.cpu_seconds)} | "
-            f"{per_thousand:.2f} s | {human_bytes(run.max_rss_kb * 1024)} / {human_bytes(run.tree_rss_kb * 1024)} | "
+            f"| {run.name} | {minutes(run.seconds)} | {rate} | {minutes(run.cpu_seconds)} | "
+            f"{per_thousand} | {human_bytes(run.max_rss_kb * 1024)} / {human_bytes(run.tree_rss_kb * 1024)} | "
             f"{human_bytes(run.bytes_written)} | {run.note} |"
         )
     dvc_overhead = sum(r.dvc_seconds - r.seconds for r in runs)
@@ -480,8 +484,13 @@ def compare(paths: list[Path]) -> str:
             unit = run["unit"]
             cpu = run.get("cpu_seconds") or probe.get(name, {}).get("cpu_seconds", 0.0)
             rss = max(run.get("tree_rss_kb", 0), probe.get(name, {}).get("tree_rss_kb", 0), run["max_rss_kb"])
-            cpu_text = "n/a" if not cpu else f"{minutes(cpu)} / {1000 * cpu / run['items']:.2f} s"
-            if cpu:
+            if not cpu:
+                cpu_text = "n/a"
+            elif not run["items"]:  # a stage with no items of its own (finetune with SCST off copies a file)
+                cpu_text = f"{minutes(cpu)} / -"
+            else:
+                cpu_text = f"{minutes(cpu)} / {1000 * cpu / run['items']:.2f} s"
+            if cpu and run["items"]:
                 per_item.append(cpu / run["items"])
             cells.append(f"{minutes(run['seconds'])} / {cpu_text} / {human_bytes(rss * 1024)}")
         cells.insert(1, unit)
@@ -500,6 +509,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=FLICKR30K["images"])
     parser.add_argument("--workdir", type=Path, default=Path("/work/scale-data"), help="dataset and project copy")
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument(
+        "--scst-epochs", type=int, default=0, help="self-critical epochs of the finetune stage (0: the model is copied)"
+    )
     parser.add_argument("--stream", action="store_true", help="then train again with train.feature_memory_gb 1")
     parser.add_argument("--jobs", type=int, default=2, help="processes writing the dataset")
     parser.add_argument("--dim", type=int, help="attention_dim and decoder_dim instead of the preset's 512")
@@ -536,7 +548,7 @@ def main() -> None:
     print(machine_header(f"Flickr30k rehearsal, {args.images:,} images"), flush=True)
     dataset = write_dataset(dataset_root, args.images, args.jobs)
     print(f"dataset: {dataset_root} ({dataset['images']:,} images, {minutes(dataset['seconds'])})", flush=True)
-    settings = prepare_project(project, dataset_root, args.epochs, args.resume)
+    settings = prepare_project(project, dataset_root, args.epochs, args.scst_epochs, args.resume)
     extra = dict(setting.partition("=")[::2] for setting in args.set)
     if args.dim:
         extra.update({"model.attention_dim": str(args.dim), "model.decoder_dim": str(args.dim)})
@@ -590,6 +602,11 @@ def main() -> None:
                 ),
                 "embeddings": (sizes["train"] * 5, "captions", ""),
                 "train": (sizes["train"] * 5 * args.epochs, "captions", ""),
+                "finetune": (
+                    sizes["train"] * args.scst_epochs,
+                    "images",
+                    f"SCST, {args.scst_epochs} epochs" if args.scst_epochs else "SCST off: the model file is copied",
+                ),
                 "evaluate": (sizes["test"], "images", "beam 5, METEOR, figures, gallery"),
             }[stage]
             if stage == "vocab":
