@@ -95,25 +95,11 @@ def beam_search(
     trail: list[BeamStep] = []
     settled_step = torch.full((batch,), -1, dtype=torch.long, device=device)
     settled_row = torch.zeros(batch, dtype=torch.long, device=device)  # the chosen beam's row at that step
-    ended = None  # what a finished beam may continue with: <end> at no cost, nothing else
     for step in range(max_len):
         logits, state, weights = decoder.step(words, state, encoded)
-        if step == 0:  # the K beams of an image are still one: computed once, then copied
-            logits, weights = logits.repeat_interleave(k, dim=0), weights.repeat_interleave(k, dim=0)
-            state = (state[0].repeat_interleave(k, dim=0), state[1].repeat_interleave(k, dim=0))
-        log_probs = torch.log_softmax(logits.float(), dim=1)  # (B*K, V)
-        vocab = log_probs.shape[1]
-        if ended is None:
-            ended = torch.full((vocab,), float("-inf"), device=device)
-            ended[end] = 0.0
-        log_probs = torch.where(finished.unsqueeze(1), ended, log_probs)
-        candidates = (scores.view(-1, 1) + log_probs).view(-1, k * vocab)
-        scores, best = candidates.topk(k, dim=1)  # (B, K)
-        offsets = torch.arange(0, best.shape[0] * k, k, device=device).unsqueeze(1)  # (B, 1)
-        source = (offsets + torch.div(best, vocab, rounding_mode="floor")).view(-1)  # (B*K,)
-        words = (best % vocab).view(-1)
-        lengths = lengths[source] + (~finished[source]).float()
-        finished = finished[source] | (words == end)
+        if step == 0:
+            logits, state, weights = copy_first_step(logits, state, weights, k)
+        scores, source, words, lengths, finished = extend_beams(logits, scores, finished, lengths, end)
         state = (state[0][source], state[1][source])
         trail.append(BeamStep(words, source, weights, None))
         done = finished.view(-1, k).all(dim=1) if step < max_len - 1 else torch.ones_like(settled)
@@ -121,7 +107,7 @@ def beam_search(
         if not bool(newly.any()):
             continue
         normalised = scores / lengths.view(-1, k).clamp(min=1).pow(length_penalty)
-        chosen = offsets.view(-1) + normalised.argmax(dim=1)  # (B,)
+        chosen = torch.arange(0, len(normalised) * k, k, device=device) + normalised.argmax(dim=1)  # (B,) rows
         settled_step[images[newly]] = step
         settled_row[images[newly]] = chosen[newly]
         settled |= newly
@@ -141,6 +127,44 @@ def beam_search(
         words, finished, lengths = words[rows], finished[rows], lengths[rows]
         state = (state[0][rows], state[1][rows])
     return _trim(*_backtrack(trail, settled_step, settled_row), end)
+
+
+class BeamExtension(NamedTuple):
+    scores: torch.Tensor  # (B, K) each image's K best beams' summed log-probabilities, best first
+    source: torch.Tensor  # (B*K,) the row of the previous step each new beam continues
+    words: torch.Tensor  # (B*K,) the word it took
+    lengths: torch.Tensor  # (B*K,) its words up to and including <end>
+    finished: torch.Tensor  # (B*K,) whether it has emitted <end>
+
+
+def copy_first_step(logits: torch.Tensor, state: tuple, weights: torch.Tensor, k: int) -> tuple:
+    """The K beams of an image are one until the first word: computed once per image, then copied K times."""
+    hidden, cell = state
+    copies = [t.repeat_interleave(k, dim=0) for t in (logits, hidden, cell, weights)]
+    return copies[0], (copies[1], copies[2]), copies[3]
+
+
+def extend_beams(
+    logits: torch.Tensor, scores: torch.Tensor, finished: torch.Tensor, lengths: torch.Tensor, end: int
+) -> BeamExtension:
+    """One step of beam search for B images of K beams (rows b*K .. b*K+K-1): the K best one-word extensions.
+
+    A finished beam continues with <end> at no cost and nothing else, so it keeps its score.
+    """
+    k = scores.shape[1]
+    log_probs = torch.log_softmax(logits.float(), dim=1)  # (B*K, V)
+    vocab = log_probs.shape[1]
+    ended = torch.full((vocab,), float("-inf"), device=logits.device)
+    ended[end] = 0.0
+    log_probs = torch.where(finished.unsqueeze(1), ended, log_probs)
+    candidates = (scores.view(-1, 1) + log_probs).view(-1, k * vocab)
+    scores, best = candidates.topk(k, dim=1)  # (B, K)
+    offsets = torch.arange(0, best.shape[0] * k, k, device=logits.device).unsqueeze(1)  # (B, 1)
+    source = (offsets + torch.div(best, vocab, rounding_mode="floor")).view(-1)
+    words = (best % vocab).view(-1)
+    lengths = lengths[source] + (~finished[source]).float()
+    finished = finished[source] | (words == end)
+    return BeamExtension(scores, source, words, lengths, finished)
 
 
 def _backtrack(

@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_model import write_tiny_model
 
 from captioning.__main__ import main
 from captioning.caption import Captioner, attention_path
-from captioning.checkpoint import save_model
 from captioning.data.images import load_rgb
 from captioning.features.encoder import build_encoder
 from captioning.features.extract import encoder_fingerprint, extract_features
 from captioning.features.store import FeatureStore
 from captioning.figures import figure_pixels
-from captioning.model import CaptionDecoder, DecoderConfig
 from captioning.text.vocabulary import SPECIALS
 
 WORDS = [*SPECIALS, "a", "red", "blue", "square", "circle"]
@@ -35,31 +34,7 @@ def fingerprint() -> str:
 
 
 def write_model(path: Path, fingerprint: str, **recipe) -> Path:
-    torch.manual_seed(0)
-    config = DecoderConfig(
-        vocab_size=len(WORDS),
-        embed_dim=8,
-        feature_dim=2048,
-        decoder_dim=16,
-        attention_dim=16,
-        dropout=0.0,
-        attention="soft",
-        deep_output=False,
-    )
-    decoder = CaptionDecoder(config)
-    with torch.no_grad():  # like a trained model: never <pad>, <start> or <unk>; never <end>: every caption is MAX_LEN
-        decoder.output.bias[: len(SPECIALS)] = -1e4
-    feature_recipe = {
-        "weights": "none",
-        "imagenet_variant": "IMAGENET1K_V2",
-        "seed": 0,
-        "image_size": IMAGE_SIZE,
-        "precision": "fp32",
-        "encoder_fingerprint": fingerprint,
-        **recipe,
-    }
-    save_model(path, decoder, WORDS, feature_recipe, epoch=1)
-    return path
+    return write_tiny_model(path, WORDS, IMAGE_SIZE, fingerprint, recipe, epoch=1)
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from tiny_model import write_tiny_model
 
 from captioning.__main__ import main
 from captioning.caption import Captioner
-from captioning.checkpoint import save_model
 from captioning.data.images import BadImageError, load_rgb
 from captioning.data.table import CaptionTable, ImageRecord, write_table
 from captioning.decoding import beam_search
 from captioning.demo.beams import ranked_beams
 from captioning.demo.explain import Explainer, attention_overlay, provenance, read_image, split_images
-from captioning.features.encoder import build_encoder
-from captioning.features.extract import encoder_fingerprint
 from captioning.model import CaptionDecoder, DecoderConfig
 from captioning.text.vocabulary import SPECIALS
 
@@ -36,31 +34,8 @@ VALIDATION = {"bleu_4": 0.5, "cider": 1.25, "loss": 2.0}
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = DecoderConfig(
-        vocab_size=len(WORDS),
-        embed_dim=8,
-        feature_dim=2048,
-        decoder_dim=16,
-        attention_dim=16,
-        dropout=0.0,
-        attention="soft",
-        deep_output=False,
-    )
-    decoder = CaptionDecoder(config)
-    with torch.no_grad():  # like a trained model: never <pad>, <start> or <unk>
-        decoder.output.bias[: len(SPECIALS)] = -1e4
-    recipe = {
-        "weights": "none",
-        "imagenet_variant": "IMAGENET1K_V2",
-        "seed": 0,
-        "image_size": IMAGE_SIZE,
-        "precision": "fp32",
-        "encoder_fingerprint": encoder_fingerprint(build_encoder("none", 0)),
-    }
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model(path, decoder, WORDS, recipe, epoch=3, validation=VALIDATION)
-    return path
+    return write_tiny_model(path, WORDS, IMAGE_SIZE, epoch=3, validation=VALIDATION)
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,9 @@
 """The K beams of a beam search over one image, ranked, each with its score and its attention.
 
 captioning.decoding.beam_search returns only the best beam of each image; the demo also shows the
-runners-up. This is the same search (same scores, same stopping rule, same tie-breaking), written
-for a single image so that it can keep every beam's words and weights as it goes instead of
-backtracking one. It uses only the decoder's one-step interface (encode, initial_state, step), as
-beam_search does; tests check that its first beam is beam_search's result.
+runners-up. This is the same search (the same step, captioning.decoding.extend_beams, and the same
+tie-breaking), for a single image, keeping every beam's words and weights as it goes instead of
+backtracking one; tests check that its first beam is beam_search's result.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from captioning.decoding import copy_first_step, extend_beams
 from captioning.model import CaptionDecoder
 
 
@@ -49,24 +49,11 @@ def ranked_beams(
     regions = features.shape[1] if decoder.context.attends else 1
     history = torch.zeros(k, 0, dtype=torch.long, device=device)  # (K, t) words so far
     weight_history = torch.zeros(k, 0, regions, device=device)  # (K, t, N)
-    ended = None  # what a finished beam may continue with: <end> at no cost, nothing else
     for _ in range(max_len):
         logits, state, weights = decoder.step(words, state, encoded)
-        if history.shape[1] == 0:  # the K beams are still one: computed once, then copied
-            logits, weights = logits.repeat_interleave(k, dim=0), weights.repeat_interleave(k, dim=0)
-            state = (state[0].repeat_interleave(k, dim=0), state[1].repeat_interleave(k, dim=0))
-        log_probs = torch.log_softmax(logits.float(), dim=1)  # (K, V)
-        vocab = log_probs.shape[1]
-        if ended is None:
-            ended = torch.full((vocab,), float("-inf"), device=device)
-            ended[end] = 0.0
-        log_probs = torch.where(finished.unsqueeze(1), ended, log_probs)
-        candidates = (scores.view(-1, 1) + log_probs).view(1, k * vocab)
-        scores, best = candidates.topk(k, dim=1)  # (1, K)
-        source = torch.div(best, vocab, rounding_mode="floor").view(-1)  # (K,) the beam each one extends
-        words = (best % vocab).view(-1)
-        lengths = lengths[source] + (~finished[source]).float()
-        finished = finished[source] | (words == end)
+        if history.shape[1] == 0:
+            logits, state, weights = copy_first_step(logits, state, weights, k)
+        scores, source, words, lengths, finished = extend_beams(logits, scores, finished, lengths, end)
         state = (state[0][source], state[1][source])
         history = torch.cat([history[source], words.unsqueeze(1)], dim=1)
         weight_history = torch.cat([weight_history[source], weights[source].float().unsqueeze(1)], dim=1)
