@@ -22,7 +22,6 @@ Where public implementations went wrong, and what this one does:
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -44,8 +43,9 @@ from captioning.io import atomic_path
 from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder
 from captioning.params import ScstParams
+from captioning.resume import ResumableRun
 from captioning.text.vocabulary import END, Vocabulary
-from captioning.training import load_training_state, validate
+from captioning.training import validate
 
 log = logging.getLogger(__name__)
 SELECT_BY = "cider"
@@ -206,22 +206,18 @@ def finetune(
     optimizer = torch.optim.Adam(trainable, lr=params.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma)
     cider = CiderD(images.references)  # document frequencies once, from the training references
-    saved = load_training_state(resume_path, run_key) if resume_path else None
+    resumable = ResumableRun(resume_path, run_key, decoder, optimizer, scheduler, rng)
+    saved = resumable.load()
     if saved is not None:
-        decoder.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        history, best, best_state = resumable.restore(saved)
         generator.set_state(saved["generator"])
-        rng.bit_generator.state = json.loads(saved["numpy_rng"])
-        history, best, best_state = [tuple(h) for h in saved["history"]], saved["best"], saved["best_state"]
         log.info("resuming after epoch %d of %d (state in %s)", len(history) - 1, params.epochs, resume_path)
     else:
         scores = validate(decoder, store, val, vocabulary, device, scorer, params.max_len)
         history, best = [({f"val_{k}": v for k, v in scores.items()}, True)], {**scores, "epoch": 0}
         best_state = _copy_state(decoder)
         log.info("epoch 0 (the cross-entropy model): val CIDEr-D %.4f", scores[SELECT_BY])
-        if resume_path:
-            save_state(resume_path, run_key, decoder, optimizer, scheduler, generator, rng, history, best, best_state)
+        resumable.save(history, best, best_state, generator=generator.get_state())
     for epoch, (values, is_best) in enumerate(history):
         on_epoch_end(epoch, values, is_best)
 
@@ -250,26 +246,9 @@ def finetune(
         )
         history.append((values, is_best))
         on_epoch_end(epoch, values, is_best)
-        if resume_path:
-            save_state(resume_path, run_key, decoder, optimizer, scheduler, generator, rng, history, best, best_state)
+        resumable.save(history, best, best_state, generator=generator.get_state())
     decoder.load_state_dict(best_state)
     return best
-
-
-def save_state(path, run_key, decoder, optimizer, scheduler, generator, rng, history, best, best_state) -> None:
-    state = {
-        "run_key": run_key,
-        "model": decoder.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "generator": generator.get_state(),
-        "numpy_rng": json.dumps(rng.bit_generator.state),
-        "history": [list(h) for h in history],
-        "best": best,
-        "best_state": best_state,
-    }
-    with atomic_path(path) as temporary:
-        torch.save(state, temporary)
 
 
 def pass_through(source: str | Path, target: str | Path) -> None:

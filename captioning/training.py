@@ -5,10 +5,10 @@ free-running (greedy) validation score computed with the same scorer as the test
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,6 @@ from torch import nn
 from tqdm import tqdm
 
 from captioning import distributed
-from captioning.checkpoint import save_torch
 from captioning.data.table import CaptionTable
 from captioning.decoding import greedy_decode
 from captioning.device import autocast
@@ -29,6 +28,7 @@ from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, paper
 from captioning.model.hard import HardAttentionTraining
 from captioning.params import TrainParams
+from captioning.resume import ResumableRun
 from captioning.text.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -68,17 +68,33 @@ def iterate_batches(
     rank: int = 0,
     world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Length-bucketed batches on `device`; with several ranks, this rank's share of each global batch."""
+    """Length-bucketed batches on `device`; with several ranks, this rank's share of each global batch.
+
+    The next batch is read in a background thread while the current one trains: when the features
+    stream from disk (train.feature_memory_gb below the file's size), reading overlaps the compute
+    instead of adding to it. The batches and their order are the same either way.
+    """
+    batches = []
     for batch in length_bucketed_batches(data.lengths, batch_size, rng):
         if world_size > 1:  # DDP: every world_size-th caption (still longest first); the same rng on every rank
             if len(batch) < world_size:
                 continue  # the last batch, too small to share: fewer than world_size captions per epoch unseen
             batch = batch[rank::world_size]
+        batches.append(batch)
+
+    def read(batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         longest = int(data.lengths[batch[0]])
         features = torch.from_numpy(store.rows(data.feature_rows[batch]))
         captions = torch.from_numpy(data.captions[batch, :longest].astype(np.int64))
-        lengths = torch.from_numpy(data.lengths[batch].astype(np.int64))
-        yield features.to(device), captions.to(device), lengths.to(device)
+        return features, captions, torch.from_numpy(data.lengths[batch].astype(np.int64))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-reader") as reader:
+        upcoming = reader.submit(read, batches[0]) if batches else None
+        for index in range(len(batches)):
+            features, captions, lengths = upcoming.result()
+            if index + 1 < len(batches):
+                upcoming = reader.submit(read, batches[index + 1])
+            yield features.to(device), captions.to(device), lengths.to(device)
 
 
 def caption_loss(
@@ -212,15 +228,12 @@ def fit(
     history: list[tuple[dict, bool]] = []
     best, best_state = {params.select_by: float("-inf")}, _copy_state(decoder)
     hard = HardAttentionTraining.from_params(params) if decoder.config.attention == "hard" else None
-    saved = load_training_state(resume_path, run_key) if resume_path and distributed.is_main() else None
+    resumable = ResumableRun(resume_path, run_key, decoder, optimizer, scheduler, rng)
+    saved = resumable.load() if distributed.is_main() else None
     saved = distributed.broadcast(saved)  # DDP: every rank resumes from rank 0's state
     if saved is not None:
-        decoder.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        history, best, best_state = resumable.restore(saved)
         torch.set_rng_state(saved["torch_rng"])
-        rng.bit_generator.state = json.loads(saved["numpy_rng"])
-        history, best, best_state = [tuple(h) for h in saved["history"]], saved["best"], saved["best_state"]
         if hard is not None:
             hard.baseline.load_state_dict(saved["hard_baseline"])
         log.info("resuming after epoch %d of %d (state in %s)", len(history), params.epochs, resume_path)
@@ -260,44 +273,13 @@ def fit(
         )
         history.append((values, is_best))
         on_epoch_end(epoch, values, is_best)
-        if resume_path and main:
-            baseline = None if hard is None else hard.baseline.state_dict()
-            save_training_state(
-                resume_path, run_key, decoder, optimizer, scheduler, rng, history, best, best_state, baseline
+        if main:
+            resumable.save(
+                history,
+                best,
+                best_state,
+                torch_rng=torch.get_rng_state(),
+                hard_baseline=None if hard is None else hard.baseline.state_dict(),  # captioning/model/hard.py
             )
     decoder.load_state_dict(best_state)
     return best
-
-
-def save_training_state(
-    path, run_key, decoder, optimizer, scheduler, rng, history, best, best_state, hard_baseline=None
-) -> None:
-    state = {
-        "run_key": run_key,
-        "model": decoder.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "numpy_rng": json.dumps(rng.bit_generator.state),
-        "history": [list(h) for h in history],
-        "best": best,
-        "best_state": best_state,
-        "hard_baseline": hard_baseline,  # hard attention's moving-average baseline (captioning/model/hard.py)
-    }
-    save_torch(path, state)  # a full disk: one line naming the file, not torch's "unexpected pos"
-
-
-def load_training_state(path: Path, run_key: str) -> dict | None:
-    """The saved state of an interrupted run with the same key, or None (starting afresh)."""
-    if not path.is_file():
-        return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a file cut short by a crash is no reason to stop: start over
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        log.warning("ignoring unreadable training state %s (%s)", path, reason)
-        return None
-    if state.get("run_key") != run_key:
-        log.info("ignoring training state %s: it belongs to another configuration or other inputs", path)
-        return None
-    return state

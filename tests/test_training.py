@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from repo_params import repo_params
 from torch import nn
 from tqdm import tqdm
 
+from captioning.errors import CaptioningError
 from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
 from captioning.metrics import METRIC_KEYS
@@ -158,6 +160,56 @@ def test_iterate_batches_gives_the_rows_features_and_trims_padding(tiny_task):
             assert np.array_equal(features[row].numpy(), store.rows(train.feature_rows[[index]])[0])
         seen += len(lengths)
     assert seen == len(train.lengths)
+
+
+def test_streamed_features_give_the_same_batches_as_features_in_memory(tiny_task):
+    train, _, store = tiny_task
+    streamed = FeatureStore(store.path, memory_budget_bytes=0)
+    assert streamed.in_memory is None and store.in_memory is not None
+    cpu = torch.device("cpu")
+    pairs = zip(
+        iterate_batches(train, store, 3, np.random.default_rng(4), cpu),
+        iterate_batches(train, streamed, 3, np.random.default_rng(4), cpu),
+        strict=True,
+    )
+    for in_memory, from_disk in pairs:
+        assert all(torch.equal(a, b) for a, b in zip(in_memory, from_disk))
+
+
+class WatchedStore:
+    """A store that says when a batch's rows are read, and can refuse to read."""
+
+    def __init__(self, store: FeatureStore, fail_on_read: int | None = None):
+        self.store, self.fail_on_read, self.reads = store, fail_on_read, 0
+        self.second_read = threading.Event()
+
+    def rows(self, rows):
+        self.reads += 1
+        if self.reads == self.fail_on_read:
+            raise CaptioningError("data/features.h5: unreadable chunk")
+        if self.reads == 2:
+            self.second_read.set()
+        return self.store.rows(rows)
+
+
+def test_the_next_batch_is_read_while_the_current_one_trains(tiny_task):
+    train, _, store = tiny_task
+    watched = WatchedStore(store)
+    batches = iterate_batches(train, watched, 4, np.random.default_rng(0), torch.device("cpu"))
+    next(batches)
+    # the consumer has not asked for the second batch: only a background read can have started it
+    assert watched.second_read.wait(timeout=30)
+    assert sum(len(lengths) for _, _, lengths in batches) == len(train.lengths) - 4
+
+
+def test_a_failed_read_reaches_the_training_loop_as_the_stores_error(tiny_task):
+    train, _, store = tiny_task
+    batches = iterate_batches(
+        train, WatchedStore(store, fail_on_read=2), 4, np.random.default_rng(0), torch.device("cpu")
+    )
+    next(batches)
+    with pytest.raises(CaptioningError, match="unreadable chunk"):
+        next(batches)
 
 
 @pytest.mark.parametrize("attention", ["soft", "none"])
