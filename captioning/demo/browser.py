@@ -33,6 +33,7 @@ READY = "demo: serving on "
 # Upper bounds of every wait, not pauses: each wait ends as soon as its condition holds. Generous,
 # because on a shared 2-core machine under heavy load one step can take tens of seconds.
 WAIT_MS = 120_000
+SETTLE_MS = 500  # how long the message must stay the same to count as the final answer (wait_for_message)
 START_S = 300.0
 
 
@@ -159,17 +160,26 @@ def pick_test_image(page, name: str, timeout: float = WAIT_MS) -> str:
 
 
 def wait_for_message(page, name: str, timeout: float = WAIT_MS) -> str:
-    """Wait until the message names `name` and Gradio's progress overlay ("processing | ...") has left it.
+    """Wait until the message names `name`, Gradio's progress overlay ("processing | ...") has left it, and it
+    stays so for SETTLE_MS; that message.
 
     While the overlay shows, the outputs are not all updated yet: reading them then would race the server.
+    Choosing an image can run a second event a moment after the first has answered, so one quiet reading is
+    not enough: the message must still be the same one SETTLE_MS later.
     """
-    page.wait_for_function(
+    condition = (
         "name => { const text = document.querySelector('#message')?.innerText || '';"
-        " return text.includes(name) && !/processing/i.test(text); }",
-        arg=name,
-        timeout=timeout,
+        " return text.includes(name) && !/processing/i.test(text) ? text : null; }"
     )
-    return page.locator("#message").inner_text()
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        remaining = max(1.0, (deadline - time.monotonic()) * 1000)
+        text = page.wait_for_function(condition, arg=name, timeout=remaining).json_value()
+        page.wait_for_timeout(SETTLE_MS)
+        if page.evaluate(condition, name) == text:
+            return text
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the demo's message never settled on {name!r}: last {text!r}")
 
 
 def caption_text(page) -> str:
