@@ -5,16 +5,24 @@ STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export TQDM_MININTERVAL := 5
 
-.PHONY: setup repro test lint
+.PHONY: setup repro test lint lock
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Exactly the versions in requirements.lock (hash-checked), then the project itself without resolving anything.
+$(STAMP): requirements.lock pyproject.toml
 	@command -v java >/dev/null || { echo "error: Java not found: the scorer (pycocoevalcap: PTB tokenizer, METEOR 1.5) needs a JRE, e.g. apt-get install default-jre-headless" >&2; exit 1; }
 	python3 -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,demo]'
+	$(BIN)/pip install --require-hashes --no-deps -r requirements.lock
+	$(BIN)/pip install --no-deps --no-build-isolation -e .
 	touch $@
+
+# Regenerate the lock from pyproject.toml; versions already locked are kept unless UPGRADE=1.
+lock:
+	python3 -m venv .lock-venv && .lock-venv/bin/pip install -q pip-tools
+	.lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links --extra dev --extra demo --build-deps-for editable $(if $(UPGRADE),--upgrade) \
+		-o requirements.lock pyproject.toml
 
 repro: $(STAMP)
 	dvc repro
