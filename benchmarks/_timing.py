@@ -14,16 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from captioning.environment import cpu_model
 
 
 def machine_header(title: str) -> str:

@@ -257,10 +257,20 @@ def pass_through(source: str | Path, target: str | Path) -> None:
         shutil.copyfile(source, temporary)
 
 
-def save_finetuned(path: str | Path, decoder: CaptionDecoder, cross_entropy: dict, best: dict) -> None:
-    """The kept epoch's decoder as a model file, with the words and feature recipe of the model it started from."""
+def save_finetuned(
+    path: str | Path, decoder: CaptionDecoder, cross_entropy: dict, best: dict, environment: dict[str, str]
+) -> None:
+    """The kept epoch's decoder as a model file, with the words and feature recipe of the model it started from
+    and the environment of this fine-tuning run."""
     validation = {k: v for k, v in best.items() if k != "epoch"}
     words, recipe = cross_entropy["words"], cross_entropy["feature_recipe"]
     save_model(
-        path, decoder, words, recipe, epoch=cross_entropy.get("epoch"), scst_epoch=best["epoch"], validation=validation
+        path,
+        decoder,
+        words,
+        recipe,
+        epoch=cross_entropy.get("epoch"),
+        scst_epoch=best["epoch"],
+        validation=validation,
+        environment=environment,
     )

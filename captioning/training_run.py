@@ -19,6 +19,7 @@ from captioning import distributed
 from captioning.checkpoint import save_model
 from captioning.data.table import check_splits, read_table
 from captioning.device import resolve_precision
+from captioning.environment import describe_environment
 from captioning.errors import CaptioningError
 from captioning.evaluation import EvaluationImages
 from captioning.features.recipe import FeatureRecipe
@@ -126,6 +127,7 @@ def run_training(
             epoch=best["epoch"],
             validation=validation,
             dataset=table.dataset,  # provenance, shown by the demo
+            environment=describe_environment(device, precision),
         )
         (files.scratch / "state.pt").unlink(missing_ok=True)
         log.info("best epoch %d: %s", best["epoch"], {k: round(v, 4) for k, v in validation.items()})

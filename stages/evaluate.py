@@ -8,6 +8,7 @@ from captioning.cli import log, run
 from captioning.data.table import read_table
 from captioning.decoding import beam_search
 from captioning.device import select_device
+from captioning.environment import describe_environment
 from captioning.evaluation import EvaluationImages, decode_captions, scene_metrics
 from captioning.features.store import FeatureStore
 from captioning.io import write_json
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("--features", type=Path, default=Path("data/features.h5"))
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
+    parser.add_argument("--environment", type=Path, default=Path("metrics/environment.json"))
     parser.add_argument("--predictions", type=Path, default=Path("reports/predictions.json"))
     parser.add_argument("--attention", type=Path, default=Path("reports/attention"))
     parser.add_argument("--gallery", type=Path, default=Path("reports/gallery.html"))
@@ -49,6 +51,9 @@ def main() -> None:
     metrics.update(scene_metrics(table, test.names, captions, weights))
     write_json(args.metrics, {k: round(v, 6) for k, v in metrics.items()})
     write_predictions(args.predictions, test, captions)
+    # What trained the model (recorded in its file) and what decoded and scored it here.
+    trained = saved.get("environment", "not recorded (a model file from before environments were recorded)")
+    write_json(args.environment, {"train": trained, "evaluate": describe_environment(device, "fp32")})
     scores = {k: round(v, 4) for k, v in metrics.items()}
     log.info("test (%d images, beam %d): %s", len(test.names), params.beam_size, scores)
     write_figures_and_gallery(table, test, captions, weights, metrics, args.attention, args.gallery, params)

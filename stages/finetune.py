@@ -9,6 +9,7 @@ from captioning.checkpoint import check_vocabulary, load_model
 from captioning.cli import log, run
 from captioning.data.table import read_table
 from captioning.device import select_device
+from captioning.environment import describe_environment
 from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
 from captioning.io import run_fingerprint
@@ -57,7 +58,7 @@ def main() -> None:
             )
         live.summary.update(best_epoch=best["epoch"], best_val_cider=best["cider"], best_val_bleu_4=best["bleu_4"])
         live.make_summary()
-    save_finetuned(args.model, decoder, saved, best)
+    save_finetuned(args.model, decoder, saved, best, describe_environment(device, "fp32"))
     resume_path.unlink(missing_ok=True)
     log.info("kept scst epoch %d: %s", best["epoch"], {k: round(v, 4) for k, v in best.items() if k != "epoch"})
 

@@ -16,6 +16,7 @@ from repo_params import repo_params
 from captioning.checkpoint import load_model, save_model
 from captioning.cider import CiderD
 from captioning.decoding import sample_captions
+from captioning.environment import describe_environment
 from captioning.errors import ParamError
 from captioning.evaluation import EvaluationImages
 from captioning.features.store import FeatureStore
@@ -228,12 +229,14 @@ def test_finetune_resumed_after_an_interruption_ends_as_an_uninterrupted_run(mak
     assert straight_log[kept][2]  # the kept epoch is the one marked best
 
     cross_entropy = {"words": VOCABULARY.words, "feature_recipe": {"image_size": 64}, "epoch": 9}
-    save_finetuned(tmp_path / "model.pt", resumed, cross_entropy, resumed_best)
+    environment = describe_environment(torch.device("cpu"), "fp32")
+    save_finetuned(tmp_path / "model.pt", resumed, cross_entropy, resumed_best, environment)
     loaded, payload = load_model(tmp_path / "model.pt")
     assert (
         payload["scst_epoch"] == kept
         and payload["epoch"] == 9
         and payload["validation"]["cider"] == straight_best["cider"]
+        and payload["environment"] == environment
     )
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), resumed.state_dict().values()))
 
