@@ -4,7 +4,8 @@ The model file records the recipe of the features it was trained on; the same fr
 rebuilt from it and checked against the recorded fingerprint, and images are opened and resized
 exactly as the features stage does (EXIF orientation, RGB, image_size x image_size), so a new image
 reaches the decoder as the training images did. Prints `IMAGE<TAB>caption` per image; an image that
-cannot be read is reported on stderr and the others are still captioned (exit status 1 at the end).
+cannot be read, or whose attention figure cannot be written, is reported on stderr in one line and the
+others are still captioned (exit status 1 at the end).
 
 --attention OUT.png draws the Show, Attend and Tell figure: to OUT.png for one image, and to
 OUT_1.png, OUT_2.png, ... (numbered by the image's position on the command line) for several.
@@ -183,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
                     out = attention_path(args.attention, position, len(args.images))
                     try:
                         attention_figure(display, caption.tokens, caption.weights, out)
+                    except CaptioningError as error:  # e.g. a read-only folder, a folder named OUT.png
+                        bar.write(f"error: {error}", file=sys.stderr)
+                        failures += 1
+                        continue
                     except OSError as error:
                         bar.write(f"error: {out}: cannot write the attention figure ({error})", file=sys.stderr)
                         failures += 1

@@ -124,6 +124,49 @@ def test_attention_figures_are_numbered_by_position(model, images, tmp_path, cap
     assert attention_path(out, 3, 3) == tmp_path / "att_3.png" and attention_path(out, 1, 1) == out
 
 
+def test_an_unwritable_attention_figure_is_one_line_and_the_next_images_are_still_captioned(
+    model, images, tmp_path, capsys
+):
+    """A folder where the second figure goes: that image's figure fails in one line; the third is still done."""
+    order = ["png", "gray", "jpeg"]
+    out = tmp_path / "att.png"
+    (tmp_path / "att_2.png" / "inside").mkdir(parents=True)
+    status = main(["caption", *(str(images[k]) for k in order), "--model", str(model), "--max-len", "2",
+                   "--attention", str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 1
+    assert list(caption_lines(captured.out)) == [str(images[k]) for k in order]  # every image captioned
+    assert [line for line in captured.err.splitlines() if line.strip()] == [
+        f"error: {tmp_path}/att_2.png: cannot replace this folder with the new output (Is a directory); remove it"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["att_1.png", "att_2.png", "att_3.png"]
+    assert (tmp_path / "att_1.png").is_file() and (tmp_path / "att_3.png").is_file()
+
+
+@pytest.fixture
+def read_only_folder(tmp_path: Path):
+    """A read-only tmpfs (a real EROFS; root ignores a chmod-ed folder). Needs mount rights, else skipped."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_attention_figures_in_a_read_only_folder_are_one_line_each(model, images, read_only_folder, capsys):
+    order = ["png", "gray"]
+    status = main(["caption", *(str(images[k]) for k in order), "--model", str(model), "--max-len", "2",
+                   "--attention", str(read_only_folder / "att.png")])  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 1
+    assert list(caption_lines(captured.out)) == [str(images[k]) for k in order]
+    assert [line for line in captured.err.splitlines() if line.strip()] == [
+        f"error: {read_only_folder}/att_{i}.png: cannot write it, the file system is read-only" for i in (1, 2)
+    ]
+
+
 def test_fingerprint_mismatch_is_a_clear_error(images, fingerprint, tmp_path, capsys):
     model = write_model(tmp_path / "model.pt", "1.000000e+00")
     assert main(["caption", str(images["png"]), "--model", str(model)]) == 1
