@@ -4,13 +4,15 @@ Commands:
   caption IMAGE [IMAGE ...]   caption images with a trained model (--attention OUT.png draws its attention)
   download DATASET DIR        fetch Flickr30k or Flickr8k from a public mirror
   demo [--model M] [--port P] caption your own photos in the browser (needs pip install -e '.[demo]')
+  compare A B [--md|--json]   B's test scores minus A's, with 95% intervals and p-values; A and B are git
+                              revisions, experiment names (dvc exp show) or `workspace`
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("caption", "download", "demo")
+COMMANDS = ("caption", "download", "demo", "compare")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         from captioning.demo.app import main as demo_main
 
         return demo_main(rest)
+    if command == "compare":
+        from captioning.compare import main as compare_main
+
+        return compare_main(rest)
     print(f"error: unknown command {command!r}; use one of {', '.join(COMMANDS)} (see --help)", file=sys.stderr)
     return 2
 

@@ -13,14 +13,45 @@ import io
 import logging
 import shutil
 
-from pycocoevalcap.bleu.bleu import Bleu
+import numpy as np
+from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
+from captioning.metric_statistics import ImageStatistics, meteor_columns
 from captioning.text.tokenizer import tokenize
 
 log = logging.getLogger(__name__)
 METRIC_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cider")
+
+
+def _column(values) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).reshape(-1, 1)
+
+
+def _bleu(references: dict, predictions: dict, keys: list[str]) -> tuple[list[float], np.ndarray]:
+    """pycocoevalcap's Bleu(4).compute_score, keeping each image's lengths and clipped n-gram counts."""
+    scorer = BleuScorer(n=4)
+    for k in keys:
+        scorer += (predictions[k][0], references[k])
+    scores, _ = scorer.compute_score(option="closest", verbose=0)
+    counts = [
+        [c["testlen"], scorer._single_reflen(c["reflen"], "closest", c["testlen"]), *c["guess"], *c["correct"]]
+        for c in scorer.ctest
+    ]
+    return scores, np.array(counts, dtype=np.float64)
+
+
+def _meteor(meteor, references: dict, predictions: dict, keys: list[str]) -> tuple[float, np.ndarray]:
+    """pycocoevalcap's Meteor.compute_score, keeping each image's statistics line (METEOR's own sums)."""
+    with meteor.lock:
+        lines = [meteor._stat(predictions[k][0], references[k]) for k in keys]
+        meteor.meteor_p.stdin.write(("EVAL ||| " + " ||| ".join(lines) + "\n").encode())
+        meteor.meteor_p.stdin.flush()
+        for _ in keys:  # the per-image scores, not needed: the statistics give them
+            meteor.meteor_p.stdout.readline()
+        corpus = float(meteor.meteor_p.stdout.readline().strip())
+    return corpus, meteor_columns(lines)
 
 
 def java_available() -> bool:
@@ -69,6 +100,11 @@ class CaptionScorer:
         return {k: [" ".join(tokenize(c)) for c in v] for k, v in captions.items()}
 
     def score(self, predictions: dict[str, str], references: dict[str, list[str]]) -> dict[str, float]:
+        """Corpus scores, as pycocoevalcap reports them."""
+        return self.statistics(predictions, references).reported
+
+    def statistics(self, predictions: dict[str, str], references: dict[str, list[str]]) -> ImageStatistics:
+        """The corpus scores and, per image, the statistics they are computed from (in image-name order)."""
         if set(predictions) != set(references) or not predictions:
             raise ValueError("predictions and references must cover the same, non-empty set of images")
         keys = sorted(predictions)
@@ -78,24 +114,25 @@ class CaptionScorer:
         # An empty hypothesis breaks METEOR's line protocol; a lone placeholder scores zero as it should.
         predictions = {k: [tokenized[("hyp", k)][0] or "<empty>"] for k in keys}
         with contextlib.redirect_stdout(io.StringIO()):  # the BLEU scorer prints its internals
-            bleu, _ = Bleu(4).compute_score(references, predictions, verbose=0)
-            rouge, _ = Rouge().compute_score(references, predictions)
-            cider, _ = Cider().compute_score(references, predictions)
-        result = {f"bleu_{n + 1}": float(bleu[n]) for n in range(4)}
-        result.update(rouge_l=float(rouge), cider=float(cider))
+            bleu, bleu_counts = _bleu(references, predictions, keys)
+            rouge, rouge_per_image = Rouge().compute_score(references, predictions)
+            cider, cider_per_image = Cider().compute_score(references, predictions)
+        reported = {f"bleu_{n + 1}": float(bleu[n]) for n in range(4)}
+        reported.update(rouge_l=float(rouge), cider=float(cider))
+        columns = {"bleu": bleu_counts, "rouge_l": _column(rouge_per_image), "cider": _column(cider_per_image)}
         if self._meteor_wanted:
             if self._meteor is None:
                 self._start_meteor()
-            meteor, _ = self._meteor.compute_score(references, predictions)
-            result["meteor"] = float(meteor)
+            reported["meteor"], columns["meteor"] = _meteor(self._meteor, references, predictions, keys)
             if not self._keep_meteor:
                 self.close()
         elif self.nltk_meteor:
             from nltk.translate.meteor_score import meteor_score
 
             values = [meteor_score([r.split() for r in references[k]], predictions[k][0].split()) for k in keys]
-            result["meteor_nltk"] = sum(values) / len(values)
-        return result
+            reported["meteor_nltk"] = sum(values) / len(values)
+            columns["meteor_nltk"] = _column(values)
+        return ImageStatistics(keys, columns, reported)
 
     def close(self) -> None:
         """Stop the METEOR process now (pycocoevalcap's own __del__ does the same, harmlessly, later)."""

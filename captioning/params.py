@@ -197,6 +197,8 @@ class EvaluateParams(Section):
     batch_size: Annotated[int, at_least(1)]
     figures: Annotated[int, at_least(0)]  # attention figures for the first N test images (reports/attention)
     gallery_images: Annotated[int, at_least(0)]  # test images in reports/gallery.html
+    bootstrap_resamples: Annotated[int, at_least(1)]  # resamples of the test images for metrics/intervals.json
+    bootstrap_seed: int
 
 
 @dataclass(frozen=True)

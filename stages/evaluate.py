@@ -15,6 +15,7 @@ from captioning.io import write_json
 from captioning.metrics import CaptionScorer
 from captioning.params import load_params
 from captioning.reports import write_figures_and_gallery, write_predictions
+from captioning.significance import bootstrap_intervals
 from captioning.text.vocabulary import Vocabulary
 
 
@@ -25,6 +26,7 @@ def main() -> None:
     parser.add_argument("--features", type=Path, default=Path("data/features.h5"))
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
+    parser.add_argument("--intervals", type=Path, default=Path("metrics/intervals.json"))
     parser.add_argument("--environment", type=Path, default=Path("metrics/environment.json"))
     parser.add_argument("--predictions", type=Path, default=Path("reports/predictions.json"))
     parser.add_argument("--attention", type=Path, default=Path("reports/attention"))
@@ -47,9 +49,11 @@ def main() -> None:
 
     captions, weights = decode_captions(decoder, store, test, vocabulary, device, decode, params.batch_size)
     with CaptionScorer() as scorer:
-        metrics = scorer.score(captions, dict(zip(test.names, test.references)))
-    metrics.update(scene_metrics(table, test.names, captions, weights))
+        statistics = scorer.statistics(captions, dict(zip(test.names, test.references)))
+    metrics = {**statistics.reported, **scene_metrics(table, test.names, captions, weights)}
     write_json(args.metrics, {k: round(v, 6) for k, v in metrics.items()})
+    intervals = bootstrap_intervals(statistics, params.bootstrap_resamples, params.bootstrap_seed)
+    write_json(args.intervals, {k: {end: round(v, 6) for end, v in ends.items()} for k, ends in intervals.items()})
     write_predictions(args.predictions, test, captions)
     # What trained the model (recorded in its file) and what decoded and scored it here.
     trained = saved.get("environment", "not recorded (a model file from before environments were recorded)")

@@ -1,0 +1,163 @@
+"""captioning/compare.py: two sides (revision, experiment, workspace) of a small DVC repository, compared."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import captioning.compare as compare_module
+import captioning.metrics as metrics
+from captioning.compare import check_same_images, compare, main, read_side
+from captioning.errors import CaptioningError
+from captioning.metrics import CaptionScorer
+
+IMAGES = 60
+# Writes reports/predictions.json as the evaluate stage does: the first `quality` share of the images get a
+# caption equal to one of their references, the others a poor one.
+WRITER = textwrap.dedent(
+    """
+    import json, yaml
+    quality = yaml.safe_load(open("params.yaml"))["quality"]
+    colours, shapes = ["red", "blue", "green", "yellow"], ["circle", "square", "triangle"]
+    rows = []
+    for i in range({images}):
+        colour, shape = colours[i % 4], shapes[i % 3]
+        references = [f"a {{colour}} {{shape}} at the top", f"there is a {{colour}} {{shape}} near the top edge"]
+        caption = references[0] if i < quality * {images} else f"a {{shape}}"
+        rows.append({{"image": f"{{i:03d}}.png", "caption": caption, "references": references}})
+    json.dump(rows, open("reports/predictions.json", "w"))
+    """
+).format(images=IMAGES)
+
+
+def dvc(repo: Path, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def write_pipeline(repo: Path, cached: bool) -> None:
+    out = "      - reports/predictions.json" + ("" if cached else ":\n          cache: false")
+    (repo / "dvc.yaml").write_text(
+        f"stages:\n  evaluate:\n    cmd: python write.py\n    deps: [write.py]\n    params: [quality]\n"
+        f"    outs:\n{out}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    """v1: predictions as a DVC-cached output (quality 0.2); HEAD: a git-tracked one (quality 0.3); the
+    experiment `better` (quality 0.9), whose results are also the workspace's."""
+    repo = tmp_path_factory.mktemp("compare")
+    git(repo, "init", "-q")
+    git(repo, "config", "user.email", "test@example.org")
+    git(repo, "config", "user.name", "test")
+    dvc(repo, "init", "-q")
+    (repo / "reports").mkdir()
+    (repo / "write.py").write_text(WRITER)
+    (repo / "params.yaml").write_text("quality: 0.2\n")
+    write_pipeline(repo, cached=True)
+    dvc(repo, "repro", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "v1")
+    git(repo, "tag", "v1")
+    dvc(repo, "remove", "evaluate", "--outs")
+    (repo / "params.yaml").write_text("quality: 0.3\n")
+    write_pipeline(repo, cached=False)
+    dvc(repo, "repro", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "predictions in git")
+    dvc(repo, "exp", "run", "-q", "-S", "quality=0.9", "-n", "better")
+    return repo
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    if not metrics.java_available():
+        pytest.skip("Java is not installed")
+    with CaptionScorer(meteor=False) as scorer:  # METEOR is tested in test_metric_statistics.py
+        yield scorer
+
+
+def test_sides_are_read_from_a_revision_an_experiment_the_dvc_cache_and_the_workspace(repo):
+    good = lambda side: sum(caption == refs[0] for caption, refs in side.values())  # noqa: E731
+    assert good(read_side("v1", root=repo)) == 12  # through DVC's cache
+    assert good(read_side("HEAD", root=repo)) == 18  # from git
+    assert good(read_side("better", root=repo)) == 54  # an experiment, by the name dvc exp show lists
+    assert read_side("workspace", root=repo) == read_side("better", root=repo)
+
+
+def test_a_better_experiment_is_significantly_better_and_identical_sides_are_not(repo, scorer):
+    head, better = read_side("HEAD", root=repo), read_side("better", root=repo)
+    check_same_images(head, better, ("HEAD", "better"))
+    differences = compare(head, better, 1000, 0, scorer)
+    assert set(differences) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider"}
+    for key, difference in differences.items():
+        assert difference.delta > 0 and difference.low > 0 and difference.p < 0.01, key
+    for key, difference in compare(better, read_side("workspace", root=repo), 1000, 0, scorer).items():
+        assert (difference.delta, difference.p) == (0.0, 1.0), key
+
+
+def test_runs_over_different_images_or_references_are_refused(repo):
+    head = read_side("HEAD", root=repo)
+    fewer = {image: row for image, row in list(head.items())[5:]}
+    with pytest.raises(CaptioningError, match="different test images: 5 of 60 images are on one side only"):
+        check_same_images(head, fewer, ("HEAD", "workspace"))
+    changed = {image: (caption, [*refs, "one more"]) for image, (caption, refs) in head.items()}
+    with pytest.raises(CaptioningError, match="different references for 60 of 60 test images"):
+        check_same_images(head, changed, ("HEAD", "workspace"))
+
+
+def test_the_command_prints_json_markdown_and_a_table(repo, scorer, monkeypatch, capsys):
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(compare_module, "CaptionScorer", lambda: scorer)
+    monkeypatch.setattr(scorer, "close", lambda: None)
+    assert main(["HEAD", "better", "--json", "--resamples", "200"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert list(result) == ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider"]
+    assert set(result["bleu_4"]) == {"a", "b", "delta", "low", "high", "p"}
+    assert result["bleu_4"]["delta"] == pytest.approx(result["bleu_4"]["b"] - result["bleu_4"]["a"])
+    assert main(["HEAD", "better", "--md", "--resamples", "200"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| metric | A (HEAD) | B (better) | B - A | 95% interval | p |"
+    assert table[2].startswith("| bleu_1 | ") and len(table) >= 8
+    assert main(["HEAD", "better", "--resamples", "200"]) == 0
+    assert "paired bootstrap" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("sides", "message"),
+    [
+        (["HEAD", "nonsense"], "'nonsense' is neither a git revision nor an experiment"),
+        (["HEAD", "workspace", "--predictions", "reports/none.json"], "reports/none.json does not exist at 'HEAD'"),
+    ],
+)
+def test_a_side_that_cannot_be_read_is_one_line_and_exit_1(repo, monkeypatch, capsys, sides, message):
+    monkeypatch.chdir(repo)
+    assert main(sides) == 1
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.skipif(not metrics.java_available(), reason="Java is not installed")
+def test_the_module_command_runs_compare_with_meteor(repo):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run(
+        [sys.executable, "-m", "captioning", "compare", "better", "workspace", "--json", "--resamples", "100"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["meteor"]["p"] == 1.0
