@@ -75,15 +75,22 @@ def _changed_outputs(workspace_status: dict) -> list[str]:
 
 def check(root: Path, name: str | None = None) -> Finding:
     """Ask the remote `name` (the default remote when None) of the DVC project at `root` what is wrong."""
-    from dvc.config import NoRemoteError
+    from dvc.config import NoRemoteError, RemoteNotFoundError
+    from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
     logging.getLogger("dvc").setLevel(logging.ERROR)  # its warnings list every missing hash
-    with Repo(str(root)) as repo:
+    try:
+        repo = Repo(str(root))
+    except NotDvcRepoError:
+        return Finding(False, f"{root} is not in a DVC project: run this inside the clone (or pass --repo)")
+    with repo:
         try:
             remote = repo.cloud.get_remote(name)
         except NoRemoteError:
             return Finding(False, "no default remote: add one with `dvc remote add -d NAME URL` (docs/remote.md)")
+        except RemoteNotFoundError:
+            return Finding(False, f"no remote named '{name}': `dvc remote list` shows the configured ones")
         url = repo.config["remote"][remote.name]["url"]
         label = f"remote '{remote.name}' ({url})"
         fs, path = remote.fs, remote.path

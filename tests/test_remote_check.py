@@ -45,6 +45,14 @@ def test_no_remote_is_named(tmp_path: Path):
     assert not finding.ok and finding.message.startswith("no default remote: add one with `dvc remote add -d")
 
 
+def test_an_unknown_remote_and_a_folder_outside_any_project_are_named(project: Path, tmp_path: Path):
+    assert check(project, "nope").message == "no remote named 'nope': `dvc remote list` shows the configured ones"
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    finding = check(outside)
+    assert not finding.ok and finding.message.startswith(f"{outside} is not in a DVC project")
+
+
 def test_a_folder_that_does_not_exist_is_named_and_not_created(project: Path):
     finding = check(project)
     store = project.parent / "store"
