@@ -108,3 +108,15 @@ def test_an_ssh_server_that_is_down_is_named(project: Path):
     assert (
         not finding.ok and f"remote 'box' (ssh://someone@127.0.0.1:{port}/srv/dvc) cannot be reached" in finding.message
     )
+
+
+def test_the_command_prints_one_line_and_exits_1_until_the_remote_is_complete(project: Path, capsys):
+    from captioning.__main__ import main
+
+    assert main(["remote", "--repo", str(project)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and captured.err.startswith("error: remote 'store'")
+    push(project)
+    assert main(["remote", "--repo", str(project), "-r", "store"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.startswith("remote 'store'") and captured.out.count("\n") == 1
