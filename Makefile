@@ -21,7 +21,7 @@ $(STAMP): requirements.lock pyproject.toml
 lock:
 	python3 -m venv .lock-venv && .lock-venv/bin/pip install -q pip-tools
 	.lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
-		--no-emit-find-links --extra dev --extra demo --build-deps-for editable $(if $(UPGRADE),--upgrade) \
+		--no-emit-find-links --extra dev --extra demo --extra ssh --build-deps-for editable $(if $(UPGRADE),--upgrade) \
 		-o requirements.lock pyproject.toml
 
 repro: $(STAMP)

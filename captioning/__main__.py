@@ -6,13 +6,14 @@ Commands:
   demo [--model M] [--port P] caption your own photos in the browser (needs pip install -e '.[demo]')
   compare A B [--md|--json]   B's test scores minus A's, with 95% intervals and p-values; A and B are git
                               revisions, experiment names (dvc exp show) or `workspace`
+  remote [--remote NAME]      why a dvc push or pull failed, in one line (docs/remote.md)
 """
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = ("caption", "download", "demo", "compare")
+COMMANDS = ("caption", "download", "demo", "compare", "remote")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         from captioning.compare import main as compare_main
 
         return compare_main(rest)
+    if command == "remote":
+        from captioning.remote import main as remote_main
+
+        return remote_main(rest)
     print(f"error: unknown command {command!r}; use one of {', '.join(COMMANDS)} (see --help)", file=sys.stderr)
     return 2
 
