@@ -68,6 +68,30 @@ def _check_fields(path: Path, payload: dict) -> None:
         raise CaptioningError(f"{path}: the model file's 'words' must all be strings; retrain (dvc repro train)")
 
 
+PICKLED = "not a plain state dict (it holds pickled Python objects, which can run code): not loaded, for safety"
+
+
+class UnloadableFile(Exception):
+    """torch.load(weights_only=True) refused a file: `reason` is one line, without the advice to load it unsafely."""
+
+    def __init__(self, reason: str, pickled: bool):
+        super().__init__(reason)
+        self.reason, self.pickled = reason, pickled
+
+
+def load_plain(path: str | Path, map_location: str | torch.device = "cpu") -> object:
+    """torch.load with weights_only=True; a refusal is UnloadableFile (PICKLED for pickled objects)."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error):  # no pickled object: not a pickle at all: a text file, a truncated one
+            raise UnloadableFile(_unpickler_reason(error), pickled=False) from None
+        # weights_only refused a pickled object; torch's advice to load it with weights_only=False is not ours
+        raise UnloadableFile(PICKLED, pickled=True) from None
+    except Exception as error:
+        raise UnloadableFile(_first_line(error), pickled=False) from None
+
+
 def _unpickler_reason(error: Exception) -> str:
     """The one line of torch's weights-only error that says what is wrong, without its advice."""
     text = str(error)
@@ -93,17 +117,10 @@ def load_model(
             f"{path}: the model file is empty (0 bytes; an interrupted copy?): retrain or copy it again"
         )
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "GLOBAL" not in str(error):  # no pickled object: not a pickle at all: a text file, a truncated one
-            raise CaptioningError(f"{path}: not a loadable model file ({_unpickler_reason(error)})") from None
-        # weights_only refused a pickled object; torch's advice to load it with weights_only=False is not ours
-        raise CaptioningError(
-            f"{path}: not a plain state dict (it holds pickled Python objects, which can run code): not loaded, "
-            "for safety"
-        ) from None
-    except Exception as error:
-        raise CaptioningError(f"{path}: not a loadable model file ({_first_line(error)})") from None
+        payload = load_plain(path, map_location)
+    except UnloadableFile as refused:
+        message = refused.reason if refused.pickled else f"not a loadable model file ({refused.reason})"
+        raise CaptioningError(f"{path}: {message}") from None
     if not isinstance(payload, dict) or payload.get("format") != "captioning-model/1":
         raise CaptioningError(f"{path}: not a model file written by this project")
     _check_fields(path, payload)
