@@ -11,10 +11,12 @@ Gradio is an optional extra (pip install -e '.[demo]'); only this module imports
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import logging
 import os
 import re
+import socket
 import sys
 from functools import wraps
 from pathlib import Path
@@ -71,6 +73,29 @@ def success_message(name: str, explanation: Explanation) -> str:
     if explanation.notes:
         message += " Converted as the features stage does: " + "; ".join(explanation.notes) + "."
     return message
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the demo cannot serve on host:port, in one line that names the command's own option, or None.
+
+    Checked before the model loads (seconds to minutes), by binding the address as the server will
+    (SO_REUSEADDR, as uvicorn sets it: a port that a stopped server left in TIME_WAIT is free).
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except socket.gaierror as error:
+            return f"cannot serve on {host}:{port}: unknown host ({error.strerror}); check --host"
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return f"cannot serve on {host}:{port}: the port is in use (another demo?); choose another with --port"
+            if error.errno == errno.EACCES:
+                return f"cannot serve on {host}:{port}: permission denied (ports below 1024 need root); use --port"
+            if error.errno == errno.EADDRNOTAVAIL:
+                return f"cannot serve on {host}:{port}: {host} is not an address of this machine; check --host"
+            return f"cannot serve on {host}:{port}: {error.strerror or error}"
+    return None
 
 
 def build_app(explainer: Explainer, provenance_rows: list[tuple[str, str]], test_images: dict[str, Path]):
@@ -178,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     if importlib.util.find_spec("gradio") is None:  # before the model loads: say it at once
         print("error: the demo needs Gradio: pip install -e '.[demo]'", file=sys.stderr)
         return 1
+    problem = port_problem(args.host, args.port)  # before the model loads: say it at once
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     import torch
 
     from captioning.caption import Captioner
@@ -210,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
             max_file_size=MAX_UPLOAD,
             theme=gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS),
         )
-    except OSError as error:
-        print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+    except OSError as error:  # taken meanwhile: Gradio's message advises its launch() parameters, not our option
+        problem = port_problem(args.host, args.port) or f"cannot serve on {args.host}:{args.port} ({error})"
+        print(f"error: {problem}", file=sys.stderr)
         return 1
     log.info("demo: serving on http://%s:%d/ (Ctrl+C stops)", args.host, app.server_port)
     app.block_thread()
