@@ -1516,6 +1516,8 @@ INTERRUPTED = "interrupted: no partial output was written (dvc checkout restores
                   "continue after it"),
         ("features", "the finished parts in scratch/features/ are kept; rerun the stage (dvc repro) to continue from "
                      "them"),
+        ("finetune", "the state after the last completed SCST epoch is kept in scratch/finetune/; rerun the stage "
+                     "(dvc repro) to continue after it"),
         ("vocab", "rerun the stage (dvc repro) to run it again"),
     ],
 )  # fmt: skip
