@@ -113,7 +113,7 @@ def test_ctrl_c_during_scst_is_one_line_and_the_rerun_resumes(tiny_repo: Path):
         # as in a terminal: SIGINT raises KeyboardInterrupt (a background job of a CI shell starts with it ignored)
         stage = (
             "import runpy, signal\n"
-            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"  # as in a terminal, not a CI background job
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
             "runpy.run_module('stages.finetune', run_name='__main__', alter_sys=True)\n"
         )
         process = subprocess.Popen(
