@@ -8,13 +8,12 @@ image size, precision), so captioning a new image uses exactly the same encoder.
 from __future__ import annotations
 
 import io
-import pickle
 from pathlib import Path
 
 import torch
 
 from captioning.errors import CaptioningError
-from captioning.io import atomic_path, write_bytes
+from captioning.io import UnloadableFile, atomic_path, load_plain, write_bytes
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 
 
@@ -66,43 +65,6 @@ def _check_fields(path: Path, payload: dict) -> None:
     words = payload["words"]
     if not all(isinstance(word, str) for word in words):
         raise CaptioningError(f"{path}: the model file's 'words' must all be strings; retrain (dvc repro train)")
-
-
-PICKLED = "not a plain state dict (it holds pickled Python objects, which can run code): not loaded, for safety"
-
-
-class UnloadableFile(Exception):
-    """torch.load(weights_only=True) refused a file: `reason` is one line, without the advice to load it unsafely."""
-
-    def __init__(self, reason: str, pickled: bool):
-        super().__init__(reason)
-        self.reason, self.pickled = reason, pickled
-
-
-def load_plain(path: str | Path, map_location: str | torch.device = "cpu") -> object:
-    """torch.load with weights_only=True; a refusal is UnloadableFile (PICKLED for pickled objects)."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "GLOBAL" not in str(error):  # no pickled object: not a pickle at all: a text file, a truncated one
-            raise UnloadableFile(_unpickler_reason(error), pickled=False) from None
-        # weights_only refused a pickled object; torch's advice to load it with weights_only=False is not ours
-        raise UnloadableFile(PICKLED, pickled=True) from None
-    except Exception as error:
-        raise UnloadableFile(_first_line(error), pickled=False) from None
-
-
-def _unpickler_reason(error: Exception) -> str:
-    """The one line of torch's weights-only error that says what is wrong, without its advice."""
-    text = str(error)
-    _, marker, rest = text.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in rest.splitlines() if line.strip()] if marker else []
-    return lines[0] if lines else _first_line(error)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def load_model(

@@ -8,7 +8,6 @@ telemetry is off and it downloads nothing (the attention image stays on the serv
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import statistics
@@ -38,7 +37,6 @@ def shown_text(markdown: str) -> str:
 
 def ask(url: str, path: str | Path) -> Reply:
     """Upload one file as a new user and wait for the answer."""
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from gradio_client import Client, handle_file
     from gradio_client.utils import QueueError
 

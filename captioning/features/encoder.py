@@ -9,8 +9,8 @@ import torch
 import torchvision
 from torch import nn
 
-from captioning.checkpoint import UnloadableFile, load_plain
 from captioning.errors import CaptioningError
+from captioning.io import UnloadableFile, load_plain
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
