@@ -42,7 +42,7 @@ UPLOADS_KEPT_S = 3600  # uploads and the images shown are deleted from Gradio's 
 # Under load (docs/demo.md): one caption at a time, so memory holds one decoded photo whatever the number of
 # users (a 12-megapixel photo is ~36 MB decoded) and the one torch thread is not shared; up to QUEUE_SIZE
 # requests wait their turn (about QUEUE_SIZE x 0.5 s at the back), and a request beyond that is refused at
-# once with Gradio's "queue is full" (the page shows it; a client gets an error) instead of waiting minutes.
+# once with Gradio's "Queue is full" (HTTP 503; gradio_client raises QueueError) instead of waiting minutes.
 MODEL_CONCURRENCY = 1
 QUEUE_SIZE = 64
 
