@@ -8,13 +8,12 @@ image size, precision), so captioning a new image uses exactly the same encoder.
 from __future__ import annotations
 
 import io
-import pickle
 from pathlib import Path
 
 import torch
 
 from captioning.errors import CaptioningError
-from captioning.io import atomic_path, write_bytes
+from captioning.io import UnloadableFile, atomic_path, load_plain, write_bytes
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 
 
@@ -68,19 +67,6 @@ def _check_fields(path: Path, payload: dict) -> None:
         raise CaptioningError(f"{path}: the model file's 'words' must all be strings; retrain (dvc repro train)")
 
 
-def _unpickler_reason(error: Exception) -> str:
-    """The one line of torch's weights-only error that says what is wrong, without its advice."""
-    text = str(error)
-    _, marker, rest = text.partition("WeightsUnpickler error:")
-    lines = [line.strip() for line in rest.splitlines() if line.strip()] if marker else []
-    return lines[0] if lines else _first_line(error)
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def load_model(
     path: str | Path, map_location: str | torch.device = "cpu", implementation: str = "auto"
 ) -> tuple[CaptionDecoder, dict]:
@@ -93,17 +79,10 @@ def load_model(
             f"{path}: the model file is empty (0 bytes; an interrupted copy?): retrain or copy it again"
         )
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "GLOBAL" not in str(error):  # no pickled object: not a pickle at all: a text file, a truncated one
-            raise CaptioningError(f"{path}: not a loadable model file ({_unpickler_reason(error)})") from None
-        # weights_only refused a pickled object; torch's advice to load it with weights_only=False is not ours
-        raise CaptioningError(
-            f"{path}: not a plain state dict (it holds pickled Python objects, which can run code): not loaded, "
-            "for safety"
-        ) from None
-    except Exception as error:
-        raise CaptioningError(f"{path}: not a loadable model file ({_first_line(error)})") from None
+        payload = load_plain(path, map_location)
+    except UnloadableFile as refused:
+        message = refused.reason if refused.pickled else f"not a loadable model file ({refused.reason})"
+        raise CaptioningError(f"{path}: {message}") from None
     if not isinstance(payload, dict) or payload.get("format") != "captioning-model/1":
         raise CaptioningError(f"{path}: not a model file written by this project")
     _check_fields(path, payload)

@@ -21,6 +21,8 @@ KEPT_ON_INTERRUPT = {
     "features": "the finished parts in scratch/features/ are kept; rerun the stage (dvc repro) to continue from them",
     "train": "the state after the last completed epoch is kept in scratch/train/; rerun the stage (dvc repro) to "
     "continue after it",
+    "finetune": "the state after the last completed SCST epoch is kept in scratch/finetune/; rerun the stage "
+    "(dvc repro) to continue after it",
 }
 
 

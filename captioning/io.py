@@ -3,7 +3,8 @@
 An interrupted stage therefore never leaves a file that DVC could cache as if it were whole. A write
 that fails for want of space or of permission is one CaptioningError naming the output (the temporary
 is removed, the previous version kept); a temporary left behind by a killed process (`kill -9`) is
-removed by the next stage that starts (see remove_stale_temporaries).
+removed by the next stage that starts (see remove_stale_temporaries). Reading torch files safely
+(load_plain: weights only, a refusal in one line) is here too, for the model files and `features.weights`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 from collections.abc import Iterable, Iterator
@@ -219,3 +221,45 @@ def run_fingerprint(settings: list, inputs: list[str | Path]) -> str:
         stat = path.stat()
         described.append([str(path), stat.st_size, stat.st_mtime_ns])
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# Reading torch files safely, shared by the model-file loader (captioning.checkpoint) and the features stage's
+# `features.weights` loader, which must say the same. torch is imported when a file is read: the stages that never
+# read one (data, vocab) do not pay for it.
+
+PICKLED = "not a plain state dict (it holds pickled Python objects, which can run code): not loaded, for safety"
+
+
+class UnloadableFile(Exception):
+    """torch.load(weights_only=True) refused a file: `reason` is one line, without the advice to load it unsafely."""
+
+    def __init__(self, reason: str, pickled: bool):
+        super().__init__(reason)
+        self.reason, self.pickled = reason, pickled
+
+
+def load_plain(path: str | Path, map_location: object = "cpu") -> object:
+    """torch.load with weights_only=True; a refusal is UnloadableFile (PICKLED for pickled objects)."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error):  # no pickled object: not a pickle at all: a text file, a truncated one
+            raise UnloadableFile(_unpickler_reason(error), pickled=False) from None
+        # weights_only refused a pickled object; torch's advice to load it with weights_only=False is not ours
+        raise UnloadableFile(PICKLED, pickled=True) from None
+    except Exception as error:
+        raise UnloadableFile(_first_line(error), pickled=False) from None
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """The one line of torch's weights-only error that says what is wrong, without its advice."""
+    _, marker, rest = str(error).partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in rest.splitlines() if line.strip()] if marker else []
+    return lines[0] if lines else _first_line(error)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -135,10 +135,23 @@ class CaptionScorer:
         return ImageStatistics(keys, columns, reported)
 
     def close(self) -> None:
-        """Stop the METEOR process now (pycocoevalcap's own __del__ does the same, harmlessly, later)."""
-        if self._meteor is not None:
-            self._meteor.__del__()
-            self._meteor = None
+        """Stop the METEOR process now (pycocoevalcap's own __del__ does the same, harmlessly, later).
+
+        Also after Ctrl-C, which a terminal sends to METEOR's Java process too: a call interrupted mid-way
+        keeps the METEOR lock (__del__ would wait for it forever), and the pipe to the dead process is broken
+        (__del__ would raise while holding the lock). The stage then ends with its one line, not a hang.
+        """
+        meteor, self._meteor = self._meteor, None
+        if meteor is None:
+            return
+        if meteor.lock.locked():  # an interrupted call never released it; nothing else runs METEOR now
+            meteor.lock.release()
+        try:
+            meteor.__del__()
+        except OSError:  # the process is gone already: a broken pipe while closing its input
+            meteor.meteor_p.kill()
+            meteor.meteor_p.wait()
+            meteor.lock.release()  # __del__ stopped holding it, and the garbage collector will call it again
 
     def __enter__(self) -> CaptionScorer:
         return self

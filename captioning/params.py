@@ -3,11 +3,15 @@
 params.yaml holds every value; the dataclasses only say what each key accepts. Every check raises a
 one-line error naming the key and the allowed values, so a typo in `dvc exp run -S train.lr=-1` (or a key
 left out, or written twice) stops the stage with one clear line.
+
+The unbounded numbers (learning rates, loss weights, the length penalty) also declare their usual range
+(`Usual`): a value outside it runs, with one warning naming the key and the range; a value beyond any
+sensible use (`train.hard_lambda_r: 1e6` trained to nonsense without a word) is refused.
 """
 
 # No `from __future__ import annotations`: the rules in the annotations are built once, with the classes.
 import dataclasses
-import math
+import logging
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ ATTENTION_KINDS = ("soft", "hard", "none")
 IMAGENET_VARIANTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 IMPLEMENTATIONS = ("auto", "paper", "fast")
 SCST_BASELINES = ("greedy", "mean")
+log = logging.getLogger(__name__)
 
 
 def require(ok: bool, key: str, allowed: str, got: object) -> None:
@@ -61,6 +66,29 @@ def number_at_least(low: float) -> Rule:
 
 def number_above(low: float) -> Rule:
     return Rule(f"a number > {low}", lambda value: value > low)
+
+
+@dataclass(frozen=True)
+class Usual:
+    """Where a number is sensible: [low, high] runs quietly; up to `limit` runs with one warning; above, refused."""
+
+    low: float
+    high: float
+    limit: float
+    meaning: str  # what the key does and its default, completing the messages
+
+    def range(self) -> str:
+        return f"{self.low:g} to {self.high:g}"
+
+
+# The loss terms weighted below are of order 1 per word (the cross-entropy); a weight over 100 lets the term
+# alone drive training. Adam moves every weight by about lr per step: 1 or more destroys the weights at once.
+LEARNING_RATE = Usual(1e-5, 1e-2, 1, "Adam's step size, 0.001 by default")
+SCST_LEARNING_RATE = Usual(1e-6, 1e-3, 1, "Adam's step size from the cross-entropy weights, 5e-05 by default")
+ALPHA_C = Usual(0, 10, 100, "the weight of the attention penalty, the paper's 1.0, 0 by default")
+LAMBDA_R = Usual(0, 1, 100, "the weight of the REINFORCE term, 0.01 by default; 0.1 already ungrounds attention")
+LAMBDA_E = Usual(0, 0.1, 100, "the weight of the entropy term, 0.002 by default")
+LENGTH_PENALTY = Usual(0, 2, 10, "beam scores are divided by length ** length_penalty, 1 by default")
 
 
 class Section:
@@ -149,14 +177,14 @@ class ModelParams(Section):
 
 @dataclass(frozen=True)
 class TrainParams(Section):
-    lr: Annotated[float, Rule("a number > 0", lambda value: math.isfinite(value) and value > 0)]
+    lr: Annotated[float, number_above(0), LEARNING_RATE]
     epochs: Annotated[int, at_least(1)]
     batch_size: Annotated[int, at_least(1)]
     step_size: Annotated[int, at_least(1)]
     gamma: Annotated[float, Rule("a number in (0, 1]", lambda value: 0 < value <= 1)]
     seed: int
     grad_clip: Annotated[float, number_above(0)]
-    alpha_c: Annotated[float, number_at_least(0)]
+    alpha_c: Annotated[float, number_at_least(0), ALPHA_C]
     select_by: Annotated[str, one_of(SELECT_BY)]
     precision: Annotated[str, one_of(PRECISIONS)]
     val_max_len: Annotated[int, at_least(1)]
@@ -169,8 +197,8 @@ class TrainParams(Section):
     # model.attention: hard only (section 4.1; see docs/hard_attention.md)
     hard_expected_prob: Annotated[float, Rule("a number in [0, 1]", lambda value: 0 <= value <= 1)]
     hard_baseline_decay: Annotated[float, Rule("a number in [0, 1)", lambda value: 0 <= value < 1)]
-    hard_lambda_r: Annotated[float, number_at_least(0)]
-    hard_lambda_e: Annotated[float, number_at_least(0)]
+    hard_lambda_r: Annotated[float, number_at_least(0), LAMBDA_R]
+    hard_lambda_e: Annotated[float, number_at_least(0), LAMBDA_E]
 
     @property
     def world_size(self) -> int:
@@ -193,7 +221,7 @@ class TrainParams(Section):
 class EvaluateParams(Section):
     beam_size: Annotated[int, at_least(1)]
     max_len: Annotated[int, at_least(1)]
-    length_penalty: Annotated[float, number_at_least(0)]
+    length_penalty: Annotated[float, number_at_least(0), LENGTH_PENALTY]
     batch_size: Annotated[int, at_least(1)]
     figures: Annotated[int, at_least(0)]  # attention figures for the first N test images (reports/attention)
     gallery_images: Annotated[int, at_least(0)]  # test images in reports/gallery.html
@@ -204,7 +232,7 @@ class EvaluateParams(Section):
 @dataclass(frozen=True)
 class ScstParams(Section):
     epochs: Annotated[int, Rule("an integer >= 0 (0 passes the cross-entropy model through)", lambda v: v >= 0)]
-    lr: Annotated[float, Rule("a number > 0", lambda value: math.isfinite(value) and value > 0)]
+    lr: Annotated[float, number_above(0), SCST_LEARNING_RATE]
     samples: Annotated[int, at_least(1)]
     baseline: Annotated[str, one_of(SCST_BASELINES)]
     max_len: Annotated[int, at_least(1)]
@@ -254,16 +282,28 @@ def _coerce(key: str, value: object, kind: type) -> object:
     return value
 
 
-def _declared(cls: type) -> dict[str, tuple[type, list[Rule]]]:
+def _declared(cls: type) -> dict[str, tuple[type, list[Rule | Usual]]]:
     """Each field's type and rules, from `name: Annotated[type, rule, ...]` (or a plain `name: type`)."""
     declared = {}
     for name, hint in typing.get_type_hints(cls, include_extras=True).items():
         if typing.get_origin(hint) is Annotated:
             kind, *extras = typing.get_args(hint)
-            declared[name] = (kind, [extra for extra in extras if isinstance(extra, Rule)])
+            declared[name] = (kind, [extra for extra in extras if isinstance(extra, Rule | Usual)])
         else:
             declared[name] = (hint, [])
     return declared
+
+
+def _check_usual(key: str, value: float, usual: Usual) -> None:
+    require(value <= usual.limit, key, f"a number <= {usual.limit:g} (usually {usual.range()}: {usual.meaning})", value)
+    if not usual.low <= value <= usual.high:
+        log.warning(
+            "params.yaml: %s is %r, outside the usual %s (%s): check that it is meant",
+            key,
+            value,
+            usual.range(),
+            usual.meaning,
+        )
 
 
 def parse_section(section: str, values: dict | None) -> Section:
@@ -285,7 +325,10 @@ def parse_section(section: str, values: dict | None) -> Section:
         kind, rules = declared[key]
         kwargs[key] = _coerce(f"{section}.{key}", value, kind)
         for rule in rules:
-            require(rule.accepts(kwargs[key]), f"{section}.{key}", rule.allowed, kwargs[key])
+            if isinstance(rule, Usual):
+                _check_usual(f"{section}.{key}", kwargs[key], rule)
+            else:
+                require(rule.accepts(kwargs[key]), f"{section}.{key}", rule.allowed, kwargs[key])
     missing = [f"{section}.{key}" for key in known if key not in kwargs]
     if len(missing) == 1:
         raise CaptioningError(

@@ -1424,6 +1424,29 @@ def test_features_stage_on_a_full_disk_stops_with_one_line_and_keeps_its_parts(t
     assert len(list((folder / "scratch/features").glob("*/part-*.h5"))) == 3  # the resumable parts are kept
 
 
+@pytest.mark.slow
+def test_features_parts_on_a_full_disk_stop_with_one_line(tmp_path: Path, small_disk: Path):
+    """The resumable parts (.part-*.h5.tmp-PID) on the full disk: h5py's flush failure at close is one line too."""
+    folder = tmp_path.resolve()
+    names = [f"{i:02d}.png" for i in range(24)]  # one 24-image part of 16 kB each: more than the 256 kB disk
+    table_file([{"image": name, **ROW} for name in names], {name: png_bytes() for name in names})(folder)
+    features = {"image_size": IMAGE_SIZE, "batch_size": 8, "num_workers": 1, "precision": "fp32", "chunk_size": 24}
+    (folder / "params.yaml").write_text(yaml.safe_dump(repo_document({"features": features})), encoding="utf-8")
+    scratch = small_disk.resolve() / "scratch"
+    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.features", "--scratch", str(scratch)],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    (part,) = scratch.glob("*/")  # the run's folder, named by its key
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: " + NO_SPACE.format(path=part / "part-00000.h5")
+    ]
+    assert leftovers(small_disk) == [] and not (folder / "data/features.h5").exists()
+
+
 def test_save_model_on_a_full_disk(small_disk: Path):
     """torch.save's own writer said only `unexpected pos`; saved through memory, the kernel's ENOSPC names the file."""
     from captioning.checkpoint import save_model
@@ -1493,6 +1516,8 @@ INTERRUPTED = "interrupted: no partial output was written (dvc checkout restores
                   "continue after it"),
         ("features", "the finished parts in scratch/features/ are kept; rerun the stage (dvc repro) to continue from "
                      "them"),
+        ("finetune", "the state after the last completed SCST epoch is kept in scratch/finetune/; rerun the stage "
+                     "(dvc repro) to continue after it"),
         ("vocab", "rerun the stage (dvc repro) to run it again"),
     ],
 )  # fmt: skip

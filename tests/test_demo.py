@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -236,6 +237,28 @@ def test_a_missing_model_is_one_line(tmp_path, capsys):
     assert (
         capsys.readouterr().err.strip() == f"error: {tmp_path / 'none.pt'}: model file not found (run the train stage)"
     )
+
+
+def test_a_port_in_use_is_one_line_naming_the_option_before_the_model_loads(model, monkeypatch, capsys):
+    if importlib.util.find_spec("gradio") is None:
+        pytest.skip("needs Gradio installed (the message above comes first otherwise)")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the port was checked")
+
+    monkeypatch.setattr(Captioner, "load", never)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--model", str(model), "--port", str(port)]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: cannot serve on 127.0.0.1:{port}: the port is in use (another demo?); choose another with --port"
+    ]
+    assert main(["demo", "--model", str(model), "--host", "192.0.2.1"]) == 1  # TEST-NET-1: not this machine's
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: cannot serve on 192.0.2.1:7860: 192.0.2.1 is not an address of this machine; check --host"
+    ]
 
 
 def served_image(page, src: str) -> np.ndarray:

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import io
 import logging
+import os
 
 import pytest
 
@@ -170,3 +171,34 @@ def test_a_scorer_that_does_not_keep_meteor_runs_it_only_inside_score_with_the_s
         expected = kept.score(PREDICTIONS, REFERENCES)
     assert 0 < first["meteor"] < 1
     assert first == second == expected
+
+
+def test_closing_after_ctrl_c_neither_hangs_nor_raises():
+    """Ctrl-C in a terminal reaches METEOR's Java process too, and may interrupt a call that holds the METEOR lock:
+    closing the scorer then must not wait for that lock forever nor raise on the broken pipe."""
+    import signal
+    import threading
+
+    if not metrics.java_available():
+        pytest.skip("Java is not installed")
+    scorer = CaptionScorer()
+    scorer.score(PREDICTIONS, REFERENCES)
+    meteor = scorer._meteor
+    meteor.lock.acquire()  # as a call interrupted mid-way leaves it
+    os.kill(meteor.meteor_p.pid, signal.SIGINT)
+    meteor.meteor_p.wait()
+    meteor.meteor_p.stdin.write(b"EVAL ||| unsent")  # buffered: closing the pipe to the dead process flushes it
+    errors = []
+
+    def close_twice() -> None:  # ours, then pycocoevalcap's own __del__, as the garbage collector calls it
+        try:
+            scorer.close()
+            meteor.__del__()
+        except Exception as error:
+            errors.append(error)
+
+    closing = threading.Thread(target=close_twice, daemon=True)
+    closing.start()
+    closing.join(timeout=60)  # a deadlock guard, not a timing: closing takes milliseconds
+    assert not closing.is_alive(), "closing the scorer waits for the METEOR lock forever"
+    assert errors == [] and scorer._meteor is None and meteor.meteor_p.returncode is not None

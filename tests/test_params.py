@@ -85,6 +85,48 @@ def test_exponent_string_is_accepted_as_a_float(tmp_path):
     assert params.gamma == 1.0 and isinstance(params.gamma, float)
 
 
+UNBOUNDED_NUMBERS = [  # (section, key, a usual value, unusual but run with a warning, refused)
+    ("train", "lr", 0.001, 0.5, 2.0),
+    ("scst", "lr", 5e-05, 0.01, 10.0),
+    ("train", "alpha_c", 1.0, 50.0, 1e3),
+    ("train", "hard_lambda_r", 0.01, 5.0, 1e6),
+    ("train", "hard_lambda_e", 0.002, 1.0, 1e3),
+    ("evaluate", "length_penalty", 1.0, 3.0, 1e3),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "usual", "unusual", "refused"), UNBOUNDED_NUMBERS)
+def test_unbounded_numbers_warn_outside_their_usual_range_and_refuse_nonsense(
+    section, key, usual, unusual, refused, caplog
+):
+    """train.hard_lambda_r 1e6 trained to nonsense without a word (REINFORCE variance 1e18, BLEU-1 1e-17)."""
+    caplog.set_level("WARNING", logger="captioning.params")
+    assert getattr(parse_section(section, repo_section(section, **{key: usual})), key) == usual
+    assert caplog.messages == []
+    assert getattr(parse_section(section, repo_section(section, **{key: unusual})), key) == unusual
+    (warning,) = caplog.messages
+    assert warning.startswith(f"params.yaml: {section}.{key} is {unusual!r}, outside the usual ")
+    assert warning.endswith("check that it is meant") and "\n" not in warning
+    for value in (refused, float("inf")):
+        with pytest.raises(ParamError) as caught:
+            parse_section(section, repo_section(section, **{key: value}))
+        assert caught.value.key == f"{section}.{key}"
+        assert re.fullmatch(
+            rf"params\.yaml: {section}\.{key} must be a number <= [0-9]+ \(usually [0-9e.-]+ to [0-9e.-]+: .+\), "
+            rf"got {re.escape(repr(float(value)))}",
+            str(caught.value),
+        ), str(caught.value)
+
+
+def test_hard_lambda_r_of_a_million_is_refused_naming_the_usual_range():
+    with pytest.raises(ParamError) as caught:
+        parse_section("train", repo_section("train", hard_lambda_r=1e6))
+    assert str(caught.value) == (
+        "params.yaml: train.hard_lambda_r must be a number <= 100 (usually 0 to 1: the weight of the REINFORCE term, "
+        "0.01 by default; 0.1 already ungrounds attention), got 1000000.0"
+    )
+
+
 @pytest.mark.parametrize(
     ("section", "values", "key", "allowed"),
     [

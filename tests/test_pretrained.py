@@ -3,6 +3,8 @@ and word2vec files (binary and text) with the lookup order, coverage, `limit` an
 
 from __future__ import annotations
 
+import os
+import pickle
 import urllib.error
 from pathlib import Path
 
@@ -62,6 +64,43 @@ def test_wrong_key_or_shape_is_a_clear_error(resnet_state, tmp_path):
         build_encoder(str(tmp_path / "tensor.pth"))
     with pytest.raises(CaptioningError, match=r"missing.pth not found"):
         build_encoder(str(tmp_path / "missing.pth"))
+
+
+class RunsCode:
+    """What a malicious weights file holds: unpickling it would run a command."""
+
+    def __reduce__(self):
+        return (os.system, ("echo unpickled > unpickled.txt",))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle protocol 2"])
+def test_a_weights_file_with_pickled_objects_is_refused_in_one_line(tmp_path, monkeypatch, writer):
+    """As the model-file loader says it: no torch advice to load the file with weights_only=False."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "resnet50.pth"
+    payload = {"conv1.weight": torch.zeros(1), "evil": RunsCode()}
+    if writer == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload, protocol=2))  # newer protocols are refused as not loadable
+    with pytest.raises(CaptioningError) as caught:
+        build_encoder(str(path))
+    assert str(caught.value) == (
+        f"features.weights: {path} is not a plain state dict (it holds pickled Python objects, which can run code): "
+        "not loaded, for safety"
+    )
+    assert not (tmp_path / "unpickled.txt").exists()
+
+
+def test_a_weights_file_torch_cannot_read_is_one_line(tmp_path):
+    path = tmp_path / "resnet50.pth"
+    for content in (b"these are notes, not weights\n", pickle.dumps({"evil": RunsCode()}, protocol=5)):
+        path.write_bytes(content)
+        with pytest.raises(CaptioningError) as caught:
+            build_encoder(str(path))
+        message = str(caught.value)
+        assert message.startswith(f"features.weights: {path} is not a loadable state dict (") and "\n" not in message
+        assert "weights_only" not in message
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -59,9 +60,17 @@ def test_an_scst_experiment_reruns_only_finetune_and_evaluate(tiny_repo: Path):
     assert "scst.epochs" in run(["dvc", "params", "diff"], tiny_repo).stdout
 
 
-def _finetune(repo: Path, *args: str) -> subprocess.Popen:
+def _finetune(repo: Path, *args: str, **options) -> subprocess.Popen:
     command = [sys.executable, "-m", "stages.finetune", *args]
-    return subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    options = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, **options}
+    return subprocess.Popen(command, cwd=repo, **options)
+
+
+def _epochs_saved(state: Path) -> int:
+    try:
+        return len(torch.load(state, weights_only=True)["history"])
+    except Exception:
+        return 0
 
 
 @pytest.mark.slow
@@ -71,15 +80,8 @@ def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_repo: 
         state = tiny_repo / "scratch/finetune/state.pt"
         straight = ["--model", "models/straight.pt", "--live", "metrics/straight"]
         assert _finetune(tiny_repo, *straight).wait() == 0 and not state.exists()
-
-        def epochs_saved() -> int:
-            try:
-                return len(torch.load(state, weights_only=True)["history"])
-            except Exception:
-                return 0
-
         process, deadline = _finetune(tiny_repo, "--model", "models/resumed.pt"), time.monotonic() + 600
-        while epochs_saved() < 2:  # epochs 0 and 1 saved: killed with ten epochs to go
+        while _epochs_saved(state) < 2:  # epochs 0 and 1 saved: killed with ten epochs to go
             assert process.poll() is None, process.stdout.read().decode()
             assert time.monotonic() < deadline, "the stage never saved its state"
             time.sleep(0.05)
@@ -99,3 +101,43 @@ def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_repo: 
     a = torch.load(tiny_repo / "models/straight.pt", weights_only=True)["state_dict"]
     b = torch.load(tiny_repo / "models/resumed.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_scst_is_one_line_and_the_rerun_resumes(tiny_repo: Path):
+    """SIGINT to the stage's whole process group, as a terminal sends Ctrl-C (the scorer's Java process gets it too)."""
+    write_params(tiny_repo, {"scst": {**TINY["scst"], "epochs": 6, "baseline": "mean", "lr": 0.002}})
+    state, model = tiny_repo / "scratch/finetune/state.pt", tiny_repo / "models/interrupted.pt"
+    try:
+        state.unlink(missing_ok=True)
+        # as in a terminal: SIGINT raises KeyboardInterrupt (a background job of a CI shell starts with it ignored)
+        stage = (
+            "import runpy, signal\n"
+            "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "runpy.run_module('stages.finetune', run_name='__main__', alter_sys=True)\n"
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-c", stage, "--model", str(model)],
+            cwd=tiny_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 600
+        while _epochs_saved(state) < 2:  # the start and epoch 1 saved: interrupted during epoch 2
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the stage never saved its state"
+            time.sleep(0.05)
+        os.killpg(process.pid, signal.SIGINT)
+        stderr = process.communicate(timeout=120)[1]
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr and "Exception" not in stderr, stderr
+        assert stderr.splitlines()[-1] == (
+            "interrupted: no partial output was written (dvc checkout restores the last recorded one); the state "
+            "after the last completed SCST epoch is kept in scratch/finetune/; rerun the stage (dvc repro) to "
+            "continue after it"
+        )
+        assert not model.exists() and _epochs_saved(state) >= 2
+        resumed = _finetune(tiny_repo, "--model", str(model))
+        output = resumed.communicate()[0].decode()
+        assert resumed.returncode == 0 and "resuming after epoch" in output, output
+        assert model.is_file() and not state.exists()
+    finally:
+        run(["git", "checkout", "params.yaml"], tiny_repo)

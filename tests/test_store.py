@@ -92,3 +92,34 @@ def test_features_that_fit_the_budget_but_not_the_free_memory_are_read_batch_by_
     rows = np.array([6, 2, 2, 0])
     np.testing.assert_array_equal(short.rows(rows), roomy.rows(rows))
     assert FeatureStore(path, available_bytes=1).in_memory is not None  # no budget: whole, as asked
+
+
+class FlushFails:
+    """An h5py.File whose close fails as HDF5's does on a full disk: a RuntimeError with the errno in its text."""
+
+    def __init__(self, file: h5py.File):
+        self.file = file
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def close(self):
+        raise RuntimeError(
+            "Disable slist on flush dest failure failed (file write failed: time = ..., filename = 'x', "
+            "file descriptor = 3, errno = 28, error message = 'No space left on device', ...)"
+        )
+
+
+def test_a_write_failing_at_close_is_the_system_error_naming_the_file(tmp_path, values):
+    """test_bad_input.py has the real full disk; here the close alone fails. It becomes OSError(ENOSPC) naming the
+    file, which atomic_path turns into its one line."""
+    import errno
+
+    path = tmp_path / "features.h5"
+    writer = FeatureWriter(path, len(NAMES), 5, 8)
+    writer.append(NAMES, values)
+    real_file, writer.file = writer.file, FlushFails(writer.file)
+    with pytest.raises(OSError) as caught:
+        writer.close()
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
+    real_file.close()

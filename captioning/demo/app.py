@@ -11,11 +11,15 @@ Gradio is an optional extra (pip install -e '.[demo]'); only this module imports
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import logging
 import os
 import re
+import socket
 import sys
+import threading
+import time
 from functools import wraps
 from pathlib import Path
 
@@ -35,6 +39,12 @@ MONO_FONTS = ["ui-monospace", "monospace"]
 DEMO_THREADS = 1
 MAX_UPLOAD = "250mb"  # Gradio refuses larger uploads (its own message); 50 MP of 16-bit RGB fits
 UPLOADS_KEPT_S = 3600  # uploads and the images shown are deleted from Gradio's cache after an hour
+# Under load (docs/demo.md): one caption at a time, so memory holds one decoded photo whatever the number of
+# users (a 12-megapixel photo is ~36 MB decoded) and the one torch thread is not shared; up to QUEUE_SIZE
+# requests wait their turn (about QUEUE_SIZE x 0.5 s at the back), and a request beyond that is refused at
+# once with Gradio's "Queue is full" (HTTP 503; gradio_client raises QueueError) instead of waiting minutes.
+MODEL_CONCURRENCY = 1
+QUEUE_SIZE = 64
 
 
 def markdown_table(header: tuple[str, ...], rows: list[tuple]) -> str:
@@ -73,8 +83,70 @@ def success_message(name: str, explanation: Explanation) -> str:
     return message
 
 
-def build_app(explainer: Explainer, provenance_rows: list[tuple[str, str]], test_images: dict[str, Path]):
-    """The page as a gr.Blocks (launch it, or mount it in a Hugging Face Space)."""
+def remove_orphaned_uploads(folder: str | Path, age_s: float, now: float | None = None) -> list[Path]:
+    """Remove the files Gradio leaves in its cache untracked, so that its own expiry never removes them.
+
+    Two kinds, both `tmp*` files at the top of the cache folder: what had arrived of an upload whose client
+    went away (or stalled) mid-way, up to MAX_UPLOAD each; and an empty file per uploaded file (gr.File
+    with type="filepath" opens one and forgets it). Only files not written to for `age_s` go: an upload
+    still arriving is being written to. Tracked files (in the cache's sub-folders) are Gradio's business.
+    """
+    now = time.time() if now is None else now
+    removed = []
+    for path in Path(folder).glob("tmp*"):
+        try:
+            if path.is_file() and not path.is_symlink() and now - path.stat().st_mtime > age_s:
+                path.unlink()
+                removed.append(path)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+    if removed:
+        log.info("demo: removed %d orphaned upload files from %s", len(removed), folder)
+    return removed
+
+
+def keep_removing_orphaned_uploads(folder: str | Path, age_s: float = UPLOADS_KEPT_S) -> threading.Event:
+    """remove_orphaned_uploads every tenth of `age_s`, in a daemon thread, until the returned event is set."""
+    stop = threading.Event()
+
+    def sweep() -> None:
+        while not stop.wait(age_s / 10):
+            remove_orphaned_uploads(folder, age_s)
+
+    threading.Thread(target=sweep, name="orphaned-uploads", daemon=True).start()
+    return stop
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the demo cannot serve on host:port, in one line that names the command's own option, or None.
+
+    Checked before the model loads (seconds to minutes), by binding the address as the server will
+    (SO_REUSEADDR, as uvicorn sets it: a port that a stopped server left in TIME_WAIT is free).
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except socket.gaierror as error:
+            return f"cannot serve on {host}:{port}: unknown host ({error.strerror}); check --host"
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return f"cannot serve on {host}:{port}: the port is in use (another demo?); choose another with --port"
+            if error.errno == errno.EACCES:
+                return f"cannot serve on {host}:{port}: permission denied (ports below 1024 need root); use --port"
+            if error.errno == errno.EADDRNOTAVAIL:
+                return f"cannot serve on {host}:{port}: {host} is not an address of this machine; check --host"
+            return f"cannot serve on {host}:{port}: {error.strerror or error}"
+    return None
+
+
+def build_app(
+    explainer: Explainer,
+    provenance_rows: list[tuple[str, str]],
+    test_images: dict[str, Path],
+    queue_size: int = QUEUE_SIZE,
+):
+    """The page as a gr.Blocks (launch it, or mount it in a Hugging Face Space), its queue limits set."""
     import gradio as gr
 
     def nothing(message: str = "") -> tuple:
@@ -152,11 +224,13 @@ def build_app(explainer: Explainer, provenance_rows: list[tuple[str, str]], test
                 beams = gr.Markdown(elem_id="beams")
         state = gr.State()
         outputs = [caption, beams, words, attention, message, state]
-        upload.upload(on_upload, upload, outputs)
+        # uploads and picked images share the model: one concurrency group, MODEL_CONCURRENCY at a time
+        model = {"concurrency_id": "model", "concurrency_limit": MODEL_CONCURRENCY}
+        upload.upload(on_upload, upload, outputs, **model)
         upload.clear(nothing, None, outputs)
-        pick.input(on_pick, pick, outputs)
+        pick.input(on_pick, pick, outputs, **model)
         words.input(on_word, [words, state], attention)
-    return app
+    return app.queue(max_size=queue_size)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up checks, one line per request
     if importlib.util.find_spec("gradio") is None:  # before the model loads: say it at once
         print("error: the demo needs Gradio: pip install -e '.[demo]'", file=sys.stderr)
+        return 1
+    problem = port_problem(args.host, args.port)  # before the model loads: say it at once
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 1
     import torch
 
@@ -210,9 +288,11 @@ def main(argv: list[str] | None = None) -> int:
             max_file_size=MAX_UPLOAD,
             theme=gr.themes.Default(font=SYSTEM_FONTS, font_mono=MONO_FONTS),
         )
-    except OSError as error:
-        print(f"error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+    except OSError as error:  # taken meanwhile: Gradio's message advises its launch() parameters, not our option
+        problem = port_problem(args.host, args.port) or f"cannot serve on {args.host}:{args.port} ({error})"
+        print(f"error: {problem}", file=sys.stderr)
         return 1
+    keep_removing_orphaned_uploads(app.server_app.uploaded_file_dir)  # where the upload route writes
     log.info("demo: serving on http://%s:%d/ (Ctrl+C stops)", args.host, app.server_port)
     app.block_thread()
     return 0

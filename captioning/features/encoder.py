@@ -10,6 +10,7 @@ import torchvision
 from torch import nn
 
 from captioning.errors import CaptioningError
+from captioning.io import UnloadableFile, load_plain
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -55,9 +56,10 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CaptioningError(f"features.weights: {path} not found (expected a ResNet50 state dict .pth)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise CaptioningError(f"features.weights: {path} is not a loadable state dict ({error})") from None
+        state = load_plain(path)
+    except UnloadableFile as refused:
+        message = refused.reason if refused.pickled else f"not a loadable state dict ({refused.reason})"
+        raise CaptioningError(f"features.weights: {path} is {message}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -102,8 +102,10 @@ def extract_features(
                         features = encoder(images.to(device, non_blocking=True))
                     writer.append(batch_names, features.to(torch.float16).cpu().numpy())
                 progress.update(len(batch_names) + len(bad))
-    finally:
-        writer.close(report.skipped)
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.close(report.skipped)
     report.written = writer.count
     report.seconds = time.perf_counter() - start
     return report

@@ -96,8 +96,10 @@ def merge_parts(paths: list[Path], output: Path, capacity: int, attrs: dict | No
                 if len(part[NAMES]):
                     writer.append(list(part[NAMES].asstr()[:]), part[FEATURES][:])
                 report.skipped += list(part[SKIPPED].asstr()[:])
-    finally:
-        writer.close(report.skipped)
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.close(report.skipped)
     report.written = writer.count
     return report
 

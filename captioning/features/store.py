@@ -9,6 +9,8 @@ but not a machine with 8 GB of RAM, where loading them would get the stage kille
 from __future__ import annotations
 
 import logging
+import os
+import re
 from pathlib import Path
 
 import h5py
@@ -19,6 +21,7 @@ from captioning.errors import CaptioningError
 FEATURES = "features"
 NAMES = "images"
 SKIPPED = "skipped"  # images that could not be decoded, kept so later stages can drop them knowingly
+HDF5_ERRNO = re.compile(r"errno = (\d+)")  # how HDF5 reports the system's error inside its own message
 AVAILABLE_SHARE = 0.5  # features are held in RAM only when they take at most this share of the available memory
 log = logging.getLogger(__name__)
 
@@ -69,10 +72,36 @@ class FeatureWriter:
         self.count = end
 
     def close(self, skipped: list[str] = ()) -> None:
-        self.file.create_dataset(SKIPPED, data=list(skipped), dtype=h5py.string_dtype())
-        self.features.resize(self.count, axis=0)
-        self.names.resize(self.count, axis=0)
-        self.file.close()
+        """Trim the file to the rows written and close it.
+
+        HDF5 writes its metadata at close; a failure there (a full disk) comes out of h5py as a RuntimeError
+        whose text holds the errno: it is raised as that OSError, naming this file, like a failed append.
+        """
+        try:
+            self.file.create_dataset(SKIPPED, data=list(skipped), dtype=h5py.string_dtype())
+            self.features.resize(self.count, axis=0)
+            self.names.resize(self.count, axis=0)
+            self.file.close()
+        except (OSError, RuntimeError) as error:
+            self.abandon()
+            raise _system_error(error, self.path) from None
+
+    def abandon(self) -> None:
+        """Close after a failed write, keeping quiet: the first error is the one to report, not the close's."""
+        try:
+            self.file.close()
+        except (OSError, RuntimeError):
+            pass
+
+
+def _system_error(error: Exception, path: Path) -> Exception:
+    if isinstance(error, OSError) and error.errno is not None:
+        return error
+    found = HDF5_ERRNO.search(str(error))
+    if found is None:
+        return error
+    code = int(found[1])
+    return OSError(code, os.strerror(code), str(path))
 
 
 class FeatureStore:
