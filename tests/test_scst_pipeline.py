@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from tiny_repo import TINY, commit_all, copy_project, run, write_params
+from tiny_repo import TINY, commit_all, copy_project, run, stage_command, write_params
 
 BEFORE_FINETUNE = ("data", "vocab", "features", "embeddings", "train")
 
@@ -59,8 +58,8 @@ def test_an_scst_experiment_reruns_only_finetune_and_evaluate(tiny_repo: Path):
     assert "scst.epochs" in run(["dvc", "params", "diff"], tiny_repo).stdout
 
 
-def _finetune(repo: Path, *args: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "stages.finetune", *args]
+def _finetune(repo: Path, **paths: str) -> subprocess.Popen:
+    command = stage_command("finetune", **paths)
     return subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -69,8 +68,8 @@ def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_repo: 
     write_params(tiny_repo, {"scst": {**TINY["scst"], "epochs": 12, "baseline": "mean", "lr": 0.002}})
     try:
         state = tiny_repo / "scratch/finetune/state.pt"
-        straight = ["--model", "models/straight.pt", "--live", "metrics/straight"]
-        assert _finetune(tiny_repo, *straight).wait() == 0 and not state.exists()
+        straight = {"model": "models/straight.pt", "live": "metrics/straight"}
+        assert _finetune(tiny_repo, **straight).wait() == 0 and not state.exists()
 
         def epochs_saved() -> int:
             try:
@@ -78,7 +77,7 @@ def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_repo: 
             except Exception:
                 return 0
 
-        process, deadline = _finetune(tiny_repo, "--model", "models/resumed.pt"), time.monotonic() + 600
+        process, deadline = _finetune(tiny_repo, model="models/resumed.pt"), time.monotonic() + 600
         while epochs_saved() < 2:  # epochs 0 and 1 saved: killed with ten epochs to go
             assert process.poll() is None, process.stdout.read().decode()
             assert time.monotonic() < deadline, "the stage never saved its state"
@@ -86,7 +85,7 @@ def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_repo: 
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert not (tiny_repo / "models/resumed.pt").exists()
-        resumed = _finetune(tiny_repo, "--model", "models/resumed.pt")
+        resumed = _finetune(tiny_repo, model="models/resumed.pt")
         output = resumed.communicate()[0].decode()
         assert resumed.returncode == 0 and "resuming after epoch" in output, output
     finally:
