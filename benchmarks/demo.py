@@ -54,16 +54,7 @@ def untrained_model(path: Path) -> Path:
     model, features = load_params("model"), load_params("features")
     words = [*SPECIALS, *(f"word{i}" for i in range(26))]  # about the generated scenes' vocabulary
     torch.manual_seed(0)
-    config = DecoderConfig(
-        vocab_size=len(words),
-        embed_dim=load_params("embeddings").dim,
-        feature_dim=2048,
-        decoder_dim=model.decoder_dim,
-        attention_dim=model.attention_dim,
-        dropout=model.dropout,
-        attention=model.attention,
-        deep_output=model.deep_output,
-    )
+    config = DecoderConfig.from_params(model, len(words), load_params("embeddings").dim, feature_dim=2048)
     decoder = CaptionDecoder(config)
     with torch.no_grad():
         decoder.output.bias[: len(SPECIALS)] = -1e4  # never a special word, never <end>

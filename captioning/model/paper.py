@@ -32,7 +32,7 @@ computes exactly the same with them, and the tests hold the two equal.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import torch
@@ -49,8 +49,16 @@ class DecoderConfig:
     decoder_dim: int
     attention_dim: int
     dropout: float
-    attention: str  # soft | hard | none
+    attention: str  # soft | hard | none (params.py's ATTENTION_KINDS)
     deep_output: bool
+
+    @classmethod
+    def from_params(cls, model_params: object, vocab_size: int, embed_dim: int, feature_dim: int) -> DecoderConfig:
+        """params.yaml's model section (a ModelParams: decoder_dim, attention_dim, dropout, attention and
+        deep_output) with the sizes the data gives: the vocabulary, the word vectors and the region features."""
+        sizes = {"vocab_size": vocab_size, "embed_dim": embed_dim, "feature_dim": feature_dim}
+        shape = {field.name: getattr(model_params, field.name) for field in fields(cls) if field.name not in sizes}
+        return cls(**sizes, **shape)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,9 +101,6 @@ class GlobalContext(nn.Module):
 
     def forward(self, keys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         return keys.new_ones(hidden.shape[0], 1)  # all weight on the one vector
-
-
-CONTEXT_MODULES = {"soft": SoftAttention, "hard": SoftAttention, "none": GlobalContext}
 
 
 class LocationDraws(NamedTuple):
@@ -169,7 +174,8 @@ class CaptionDecoder(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)  # E
-        self.context = CONTEXT_MODULES[config.attention](config.feature_dim, config.decoder_dim, config.attention_dim)
+        context_module = GlobalContext if config.attention == "none" else SoftAttention  # hard: the same alpha_t
+        self.context = context_module(config.feature_dim, config.decoder_dim, config.attention_dim)
         self.init_h = nn.Linear(config.feature_dim, config.decoder_dim)  # f_init,h
         self.init_c = nn.Linear(config.feature_dim, config.decoder_dim)  # f_init,c
         self.gate = nn.Linear(config.decoder_dim, 1)  # f_beta
