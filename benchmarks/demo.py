@@ -196,7 +196,7 @@ def main() -> None:
     recipe = captioner.recipe
     print(
         f"model: {args.model if trained else 'untrained, shaped as params.yaml (every caption max_len words)'}; "
-        f"encoder {recipe['image_size']} px, {captioner.precision}; {THREADS} torch thread(s), as the demo; "
+        f"encoder {recipe.image_size} px, {captioner.precision}; {THREADS} torch thread(s), as the demo; "
         f"beam {explainer.beam_size}, max_len "
         f"{explainer.max_len}; loading took {loading:.1f} s (once, at start-up); {args.repeats} interleaved repeats\n"
     )
