@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -272,3 +274,16 @@ def test_the_loss_is_cross_entropy_per_token_plus_the_doubly_stochastic_penalty(
     penalty = ((0.25 + 0.25 + 0) / 3 + (1 + 1 + 0) / 3) / 2  # mean over regions of (1 - sum_t alpha)^2, per caption
     loss = paper_loss(scores, targets, weight_sums, 0.5, tokens=5, captions=2)
     torch.testing.assert_close(loss, cross_entropy + 0.5 * torch.tensor(penalty))
+
+
+def test_the_model_folder_imports_neither_params_nor_distributed():
+    """captioning/model/ is the network alone: params and torchrun are the stages' and training's business."""
+    model_folder = Path(__file__).resolve().parents[1] / "captioning" / "model"
+    imported = set()
+    for path in model_folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+    assert not imported & {"captioning.params", "captioning.distributed"}
