@@ -10,7 +10,7 @@ import pytest
 from fixtures_real import make_coco, make_flickr8k, make_flickr30k
 from tiny_repo import TINY, copy_project, run, stage_command, write_params
 
-STAGES = ("data", "vocab", "features", "embeddings", "train", "evaluate")
+STAGES = ("data", "vocab", "features", "embeddings", "train", "finetune", "evaluate")  # dvc.yaml's order
 FORMATS = {
     "flickr30k-karpathy": ("flickr30k", lambda root: make_flickr30k(root, layout="karpathy")),
     "flickr30k-kaggle-csv": ("flickr30k", lambda root: make_flickr30k(root, layout="kaggle", karpathy_json=True)),
