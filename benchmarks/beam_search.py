@@ -116,16 +116,7 @@ def train_pipeline_model(features_path: Path, captions_path: Path, vocab_path: P
     ).hexdigest()[:12]
     cache = Path(tempfile.gettempdir()) / f"captioning-beam-benchmark-{key}.pt"
     store = FeatureStore(features_path)
-    config = DecoderConfig(
-        vocab_size=len(words),
-        embed_dim=128,
-        feature_dim=store.shape[2],
-        decoder_dim=model.decoder_dim,
-        attention_dim=model.attention_dim,
-        dropout=model.dropout,
-        attention=model.attention,
-        deep_output=model.deep_output,
-    )
+    config = DecoderConfig.from_params(model, vocab_size=len(words), embed_dim=128, feature_dim=store.shape[2])
     decoder = build_decoder(config, "fast")
     if cache.is_file():
         store.close()

@@ -20,6 +20,7 @@ else a generated scene) in headless Chromium, chooses its second word and saves 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +46,8 @@ from captioning.params import load_params
 from captioning.text.vocabulary import SPECIALS
 
 GOAL_SECONDS = 1.0
+# The page is driven by the browser test's helper (tests/demo_browser.py): a test tool, not part of the package.
+BROWSER_HELPERS = Path(__file__).resolve().parents[1] / "tests"
 THREADS = DEMO_THREADS  # as the demo runs (its --threads default)
 OTHER_THREADS = 2
 
@@ -54,16 +57,7 @@ def untrained_model(path: Path) -> Path:
     model, features = load_params("model"), load_params("features")
     words = [*SPECIALS, *(f"word{i}" for i in range(26))]  # about the generated scenes' vocabulary
     torch.manual_seed(0)
-    config = DecoderConfig(
-        vocab_size=len(words),
-        embed_dim=load_params("embeddings").dim,
-        feature_dim=2048,
-        decoder_dim=model.decoder_dim,
-        attention_dim=model.attention_dim,
-        dropout=model.dropout,
-        attention=model.attention,
-        deep_output=model.deep_output,
-    )
+    config = DecoderConfig.from_params(model, len(words), load_params("embeddings").dim, feature_dim=2048)
     decoder = CaptionDecoder(config)
     with torch.no_grad():
         decoder.output.bias[: len(SPECIALS)] = -1e4  # never a special word, never <end>
@@ -138,7 +132,8 @@ def time_in_browser(model: Path, paths: dict[str, Path], repeats: int) -> dict[s
     """Median seconds from a file chosen in the page to its caption shown, per image, in headless Chromium."""
     from playwright.sync_api import sync_playwright
 
-    from captioning.demo.browser import DemoServer, clear, open_page, upload
+    sys.path.insert(0, str(BROWSER_HELPERS))
+    from demo_browser import DemoServer, clear, open_page, upload
 
     seconds: dict[str, list[float]] = {label: [] for label in paths}
     with tempfile.TemporaryDirectory(prefix="demo-bench-") as temporary:
@@ -185,7 +180,8 @@ def main() -> None:
         trained = args.model.is_file()
         model = args.model if trained else untrained_model(folder / "model.pt")
         if args.screenshot:
-            from captioning.demo.browser import screenshot
+            sys.path.insert(0, str(BROWSER_HELPERS))
+            from demo_browser import screenshot
 
             image = args.image or screenshot_image(args.table, folder)
             screenshot(model, image, args.screenshot, extra=["--table", str(args.table)])
@@ -205,7 +201,7 @@ def main() -> None:
     recipe = captioner.recipe
     print(
         f"model: {args.model if trained else 'untrained, shaped as params.yaml (every caption max_len words)'}; "
-        f"encoder {recipe['image_size']} px, {captioner.precision}; {THREADS} torch thread(s), as the demo; "
+        f"encoder {recipe.image_size} px, {captioner.precision}; {THREADS} torch thread(s), as the demo; "
         f"beam {explainer.beam_size}, max_len "
         f"{explainer.max_len}; loading took {loading:.1f} s (once, at start-up); {args.repeats} interleaved repeats\n"
     )

@@ -76,6 +76,7 @@ import re  # noqa: E402
 import shlex  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -507,7 +508,9 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=FLICKR30K["images"])
-    parser.add_argument("--workdir", type=Path, default=Path("/work/scale-data"), help="dataset and project copy")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir(), "scale-data"), help="dataset and project copy"
+    )
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument(
         "--scst-epochs", type=int, default=0, help="self-critical epochs of the finetune stage (0: the model is copied)"

@@ -20,6 +20,7 @@ store through captioning.training.iterate_batches (what fit() logs as train.data
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from captioning.device import autocast, resolve_precision
 from captioning.features.store import FeatureStore, FeatureWriter
 from captioning.model import DecoderConfig, build_decoder
+from captioning.params import load_params
 from captioning.training import CaptionSet, WaitClock, caption_loss, iterate_batches, length_bucketed_batches
 
 GOAL = 5.0
@@ -160,17 +162,10 @@ def main() -> None:
     data = make_captions(args.captions, args.vocab, images, rng)
 
     torch.manual_seed(0)
-    # The tutorial's decoder reads words off h alone: compare the same model, without the deep output.
-    config = DecoderConfig(
-        vocab_size=args.vocab,
-        embed_dim=args.dim,
-        feature_dim=FEATURE_DIM,
-        decoder_dim=args.dim,
-        attention_dim=args.dim,
-        dropout=0.5,
-        attention="soft",
-        deep_output=False,
-    )
+    # params.yaml's model at the tutorial's sizes; its decoder reads words off h alone: without the deep output.
+    shape = {"decoder_dim": args.dim, "attention_dim": args.dim, "dropout": 0.5, "attention": "soft"}
+    model = dataclasses.replace(load_params("model"), **shape, deep_output=False)
+    config = DecoderConfig.from_params(model, vocab_size=args.vocab, embed_dim=args.dim, feature_dim=FEATURE_DIM)
     ours = build_decoder(config, "fast").train()
     paper = build_decoder(config, "paper").train()
     paper.load_state_dict(ours.state_dict())

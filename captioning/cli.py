@@ -6,6 +6,7 @@ Ctrl-C ends a stage with one line saying what was kept and how to continue (exit
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable
@@ -24,6 +25,18 @@ KEPT_ON_INTERRUPT = {
     "finetune": "the state after the last completed SCST epoch is kept in scratch/finetune/; rerun the stage "
     "(dvc repro) to continue after it",
 }
+
+
+def stage_arguments(description: str, paths: list[str], scratch: str | None = None) -> argparse.ArgumentParser:
+    """A stage's command line: every file it reads or writes is a required --option, so dvc.yaml's `cmd` is the
+    one place that names them and a stage run by hand is given the same paths. `scratch`: the default folder of
+    resumable state (not an output, so not in dvc.yaml)."""
+    parser = argparse.ArgumentParser(description=description)
+    for name in paths:
+        parser.add_argument(f"--{name}", type=Path, required=True)
+    if scratch is not None:
+        parser.add_argument("--scratch", type=Path, default=Path(scratch), help="resumable state, not an output")
+    return parser
 
 
 def setup_logging() -> None:

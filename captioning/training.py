@@ -24,9 +24,9 @@ from captioning.device import autocast
 from captioning.errors import CaptioningError
 from captioning.evaluation import EvaluationImages, decode_captions
 from captioning.features.store import FeatureStore
+from captioning.hard_training import HardAttentionTraining
 from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, paper
-from captioning.model.hard import HardAttentionTraining
 from captioning.params import TrainParams
 from captioning.resume import ResumableRun
 from captioning.text.vocabulary import Vocabulary
@@ -279,7 +279,7 @@ def fit(
                 best,
                 best_state,
                 torch_rng=torch.get_rng_state(),
-                hard_baseline=None if hard is None else hard.baseline.state_dict(),  # captioning/model/hard.py
+                hard_baseline=None if hard is None else hard.baseline.state_dict(),  # captioning/hard_training.py
             )
     decoder.load_state_dict(best_state)
     return best

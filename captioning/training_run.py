@@ -146,14 +146,5 @@ def load_embeddings(path: Path, vocab_path: Path, vocabulary_size: int) -> torch
 
 def build_model(vocab_size: int, embed_dim: int, feature_dim: int, model_params: ModelParams) -> CaptionDecoder:
     """The decoder the model params describe (untrained)."""
-    config = DecoderConfig(
-        vocab_size=vocab_size,
-        embed_dim=embed_dim,
-        feature_dim=feature_dim,
-        decoder_dim=model_params.decoder_dim,
-        attention_dim=model_params.attention_dim,
-        dropout=model_params.dropout,
-        attention=model_params.attention,
-        deep_output=model_params.deep_output,
-    )
+    config = DecoderConfig.from_params(model_params, vocab_size, embed_dim, feature_dim)
     return build_decoder(config, model_params.implementation)

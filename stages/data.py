@@ -5,9 +5,8 @@ under data.root: the table points at its absolute image folder and --images only
 """
 
 import argparse
-from pathlib import Path
 
-from captioning.cli import log, run
+from captioning.cli import log, run, stage_arguments
 from captioning.data.readers.dataset import read_dataset
 from captioning.data.scenes import generate_scenes
 from captioning.data.table import check_splits, write_table
@@ -15,11 +14,12 @@ from captioning.io import atomic_path
 from captioning.params import load_params
 
 
+def arguments() -> argparse.ArgumentParser:
+    return stage_arguments(__doc__, ["images", "table"])
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--images", type=Path, default=Path("data/images"))
-    parser.add_argument("--table", type=Path, default=Path("data/dataset.json"))
-    args = parser.parse_args()
+    args = arguments().parse_args()
     params = load_params("data")
 
     if params.dataset != "scenes":

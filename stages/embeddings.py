@@ -1,11 +1,10 @@
 """Stage `embeddings`: a Word2Vec vector for every vocabulary word (trained here, or loaded from a file)."""
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
-from captioning.cli import log, run
+from captioning.cli import log, run, stage_arguments
 from captioning.data.table import read_table
 from captioning.embeddings import embedding_matrix, load_word2vec, train_word2vec
 from captioning.io import atomic_path, write_json
@@ -13,13 +12,12 @@ from captioning.params import load_params
 from captioning.text.vocabulary import Vocabulary
 
 
+def arguments() -> argparse.ArgumentParser:
+    return stage_arguments(__doc__, ["table", "vocab", "output", "metrics"])
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--table", type=Path, default=Path("data/dataset.json"))
-    parser.add_argument("--vocab", type=Path, default=Path("data/vocab.json"))
-    parser.add_argument("--output", type=Path, default=Path("data/embeddings.npy"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/embeddings.json"))
-    args = parser.parse_args()
+    args = arguments().parse_args()
     params = load_params("embeddings")
 
     vocabulary = Vocabulary.load(args.vocab)

@@ -1,10 +1,9 @@
 """Stage `evaluate`: beam search on the test split, scored with pycocoevalcap; attention figures and a gallery."""
 
 import argparse
-from pathlib import Path
 
 from captioning.checkpoint import check_vocabulary, load_model
-from captioning.cli import log, run
+from captioning.cli import log, run, stage_arguments
 from captioning.data.table import read_table
 from captioning.decoding import beam_search
 from captioning.device import select_device
@@ -19,19 +18,26 @@ from captioning.significance import bootstrap_intervals
 from captioning.text.vocabulary import Vocabulary
 
 
+def arguments() -> argparse.ArgumentParser:
+    return stage_arguments(
+        __doc__,
+        [
+            "table",
+            "vocab",
+            "features",
+            "model",
+            "metrics",
+            "intervals",
+            "environment",
+            "predictions",
+            "attention",
+            "gallery",
+        ],
+    )
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--table", type=Path, default=Path("data/dataset.json"))
-    parser.add_argument("--vocab", type=Path, default=Path("data/vocab.json"))
-    parser.add_argument("--features", type=Path, default=Path("data/features.h5"))
-    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
-    parser.add_argument("--intervals", type=Path, default=Path("metrics/intervals.json"))
-    parser.add_argument("--environment", type=Path, default=Path("metrics/environment.json"))
-    parser.add_argument("--predictions", type=Path, default=Path("reports/predictions.json"))
-    parser.add_argument("--attention", type=Path, default=Path("reports/attention"))
-    parser.add_argument("--gallery", type=Path, default=Path("reports/gallery.html"))
-    args = parser.parse_args()
+    args = arguments().parse_args()
     params = load_params("evaluate")
 
     device = select_device()

@@ -3,9 +3,8 @@
 import argparse
 import dataclasses
 from functools import partial
-from pathlib import Path
 
-from captioning.cli import log, run
+from captioning.cli import log, run, stage_arguments
 from captioning.data.table import read_table
 from captioning.device import resolve_precision, select_device
 from captioning.features.encoder import build_encoder
@@ -16,12 +15,12 @@ from captioning.io import check_writable, run_fingerprint
 from captioning.params import load_params
 
 
+def arguments() -> argparse.ArgumentParser:
+    return stage_arguments(__doc__, ["table", "output"], scratch="scratch/features")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--table", type=Path, default=Path("data/dataset.json"))
-    parser.add_argument("--output", type=Path, default=Path("data/features.h5"))
-    parser.add_argument("--scratch", type=Path, default=Path("scratch/features"), help="resumable parts, not an output")
-    args = parser.parse_args()
+    args = arguments().parse_args()
     params = load_params("features")
     on_bad_image = load_params("data").on_bad_image
 

@@ -1,12 +1,11 @@
 """Stage `finetune`: self-critical training of the cross-entropy model for CIDEr-D (scst.epochs 0: passed through)."""
 
 import argparse
-from pathlib import Path
 
 from dvclive import Live
 
 from captioning.checkpoint import check_vocabulary, load_model
-from captioning.cli import log, run
+from captioning.cli import log, run, stage_arguments
 from captioning.data.table import read_table
 from captioning.device import select_device
 from captioning.environment import describe_environment
@@ -19,16 +18,14 @@ from captioning.scst import RewardImages, finetune, pass_through, save_finetuned
 from captioning.text.vocabulary import Vocabulary
 
 
+def arguments() -> argparse.ArgumentParser:
+    return stage_arguments(
+        __doc__, ["table", "vocab", "features", "input", "model", "live"], scratch="scratch/finetune"
+    )
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--table", type=Path, default=Path("data/dataset.json"))
-    parser.add_argument("--vocab", type=Path, default=Path("data/vocab.json"))
-    parser.add_argument("--features", type=Path, default=Path("data/features.h5"))
-    parser.add_argument("--input", type=Path, default=Path("models/cross_entropy.pt"))
-    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
-    parser.add_argument("--live", type=Path, default=Path("metrics/finetune"))
-    parser.add_argument("--scratch", type=Path, default=Path("scratch/finetune"), help="resumable state, not an output")
-    args = parser.parse_args()
+    args = arguments().parse_args()
     params, implementation = load_params("scst"), load_params("model").implementation
 
     device = select_device()

@@ -1,24 +1,22 @@
 """Stage `vocab`: tokenise, count words on the training split only, encode captions."""
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 
-from captioning.cli import log, run
+from captioning.cli import log, run, stage_arguments
 from captioning.data.table import read_table
 from captioning.io import atomic_path, write_json
 from captioning.params import load_params
 from captioning.text.vocabulary import Vocabulary, check_has_words, encode_captions, unk_rate
 
 
+def arguments() -> argparse.ArgumentParser:
+    return stage_arguments(__doc__, ["table", "vocab", "encoded", "metrics"])
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--table", type=Path, default=Path("data/dataset.json"))
-    parser.add_argument("--vocab", type=Path, default=Path("data/vocab.json"))
-    parser.add_argument("--encoded", type=Path, default=Path("data/captions.npz"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/vocab.json"))
-    args = parser.parse_args()
+    args = arguments().parse_args()
     params = load_params("vocab")
 
     table = read_table(args.table)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from repo_params import repo_params
 
 from captioning.features.store import FeatureWriter
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
@@ -47,17 +48,9 @@ def make_decoder() -> Callable[..., CaptionDecoder]:
         implementation: str = "fast",
     ) -> CaptionDecoder:
         torch.manual_seed(seed)
-        config = DecoderConfig(
-            vocab_size=vocab_size,
-            embed_dim=EMBED,
-            feature_dim=FEATURE_DIM,
-            decoder_dim=HIDDEN,
-            attention_dim=HIDDEN,
-            dropout=dropout,
-            attention=attention,
-            deep_output=deep_output,
-        )
-        decoder = build_decoder(config, implementation)
+        shape = {"attention": attention, "dropout": dropout, "deep_output": deep_output}
+        model = repo_params("model", **shape, decoder_dim=HIDDEN, attention_dim=HIDDEN, implementation=implementation)
+        decoder = build_decoder(DecoderConfig.from_params(model, vocab_size, EMBED, FEATURE_DIM), model.implementation)
         decoder.set_feature_statistics(torch.randn(FEATURE_DIM) * 0.1, torch.rand(FEATURE_DIM) + 0.5)
         return decoder.eval()
 

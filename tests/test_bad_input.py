@@ -31,6 +31,7 @@ import yaml
 from fixtures_real import write_jpeg
 from PIL import Image
 from repo_params import repo_document
+from tiny_repo import stage_command
 
 from captioning.data.images import MAX_PIXELS, BadImageError, load_rgb
 from captioning.data.readers.dataset import read_dataset
@@ -543,9 +544,7 @@ STAGE_CASES = [
 
 def run_stage(folder: Path, stage: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
-    return subprocess.run(
-        [sys.executable, "-m", f"stages.{stage}"], cwd=folder, env=env, capture_output=True, text=True, timeout=300
-    )
+    return subprocess.run(stage_command(stage), cwd=folder, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("case", STAGE_CASES)
@@ -1412,7 +1411,7 @@ def test_features_stage_on_a_full_disk_stops_with_one_line_and_keeps_its_parts(t
     output = small_disk.resolve() / "features.h5"
     env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
     result = subprocess.run(
-        [sys.executable, "-m", "stages.features", "--output", str(output)],
+        stage_command("features", output=output),
         cwd=folder, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr

@@ -270,7 +270,7 @@ def served_image(page, src: str) -> np.ndarray:
 @pytest.mark.slow
 def test_the_page_in_a_headless_browser(model, images, captioner, explainer, tmp_path):
     """Serve the demo, caption a photo in Chromium, choose a word, upload bad files; the server keeps serving."""
-    from captioning.demo.browser import (
+    from demo_browser import (
         DemoServer,
         attention_src,
         caption_text,

@@ -7,7 +7,6 @@ repository and checks it against a one-process run with the same global batch an
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 import torch
 from conftest import FEATURE_DIM, REGIONS, VOCAB
 from repo_params import repo_params, repo_section
-from tiny_repo import TINY, copy_project, run, write_params
+from tiny_repo import TINY, copy_project, run, stage_command, write_params
 
 from captioning import distributed
 from captioning.errors import ParamError
@@ -113,8 +112,8 @@ def tiny_repo(tmp_path_factory, one_thread_each) -> Path:
     # fp32 and no dropout: the two runs may differ only by the order of float sums
     write_params(repo, {**TINY, "train": {**TINY["train"], "precision": "fp32"}})
     for name in ("data", "vocab", "features", "embeddings"):
-        run([sys.executable, "-m", f"stages.{name}"], repo)
-    run([sys.executable, "-m", "stages.train", "--model", "models/one.pt", "--live", "metrics/one"], repo)
+        run(stage_command(name), repo)
+    run(stage_command("train", model="models/one.pt", live="metrics/one"), repo)
     return repo
 
 
@@ -122,7 +121,7 @@ def tiny_repo(tmp_path_factory, one_thread_each) -> Path:
 def test_two_processes_train_as_one_and_the_pipeline_completes(tiny_repo: Path):
     assert TINY["model"]["dropout"] == 0
     write_params(tiny_repo, {"train": {"nproc_per_node": 2}})
-    result = run([sys.executable, "-m", "stages.train"], tiny_repo)
+    result = run(stage_command("train"), tiny_repo)
     assert "torch.distributed.run --nproc_per_node=2 --standalone" in result.stderr
     assert "2 process(es)" in result.stderr
 
@@ -133,13 +132,13 @@ def test_two_processes_train_as_one_and_the_pipeline_completes(tiny_repo: Path):
     assert len(losses("train")) == TINY["train"]["epochs"]
     assert losses("train") == pytest.approx(losses("one"), rel=1e-5)
     one = torch.load(tiny_repo / "models/one.pt", weights_only=True)["state_dict"]
-    two = torch.load(tiny_repo / "models/model.pt", weights_only=True)["state_dict"]
+    two = torch.load(tiny_repo / "models/cross_entropy.pt", weights_only=True)["state_dict"]
     # The attention score's bias has a zero gradient in exact arithmetic (softmax ignores a shift), so
     # Adam turns its rounding noise into full-size steps: the one parameter that cannot match.
     for name in set(one) - {"context.score.bias"}:
         torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=1e-4, msg=name)
     assert not (tiny_repo / "scratch/train/state.pt").exists()
 
-    run([sys.executable, "-m", "stages.evaluate"], tiny_repo)
+    run(stage_command("evaluate", model="models/cross_entropy.pt"), tiny_repo)
     metrics = json.loads((tiny_repo / "metrics/evaluate.json").read_text())
     assert {"bleu_4", "cider"} <= set(metrics)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from tiny_repo import TINY, copy_project, run, write_params
+from tiny_repo import TINY, copy_project, run, stage_command, write_params
 
 CHUNK = 4  # 52 tiny images -> 13 parts, each long enough (128 x 128 pixels) to be caught between two parts
 pytestmark = pytest.mark.usefixtures("one_thread_each")
@@ -27,8 +26,8 @@ def prepared(tmp_path_factory, one_thread_each) -> Path:
     repo = tmp_path_factory.mktemp("features_resume")
     copy_project(repo)
     write_params(repo, PARAMS)
-    run([sys.executable, "-m", "stages.data"], repo)
-    run([sys.executable, "-m", "stages.features", "--output", "data/straight.h5"], repo)
+    run(stage_command("data"), repo)
+    run(stage_command("features", output="data/straight.h5"), repo)
     return repo
 
 
@@ -51,9 +50,7 @@ def parts(repo: Path) -> list[Path]:
 
 def kill_after_parts(repo: Path, count: int) -> int:
     """Start the stage, SIGKILL it once `count` parts exist; returns the parts left behind."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stages.features"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    process = subprocess.Popen(stage_command("features"), cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
     while len(parts(repo)) < count:
         assert process.poll() is None, f"the stage ended before it could be interrupted:\n{process.stdout.read()}"
@@ -70,7 +67,7 @@ def test_a_killed_run_resumes_from_its_finished_parts(prepared: Path):
     total = -(-(PARAMS["data"]["num_train"] + PARAMS["data"]["num_val"] + PARAMS["data"]["num_test"]) // CHUNK)
     assert 2 <= left < total and not (prepared / "data/features.h5").exists()
 
-    result = run([sys.executable, "-m", "stages.features"], prepared)
+    result = run(stage_command("features"), prepared)
     assert f"reusing {left} of {total} finished parts" in result.stderr, result.stderr
     assert_same_file(prepared / "data/features.h5", prepared / "data/straight.h5")
     assert not any((prepared / "scratch/features").iterdir()), "the parts are deleted once the output is in place"
@@ -85,7 +82,7 @@ def test_parts_of_another_configuration_are_not_reused(prepared: Path):
         write_params(prepared, {"features": {"seed": 0}})
     (stale,) = (prepared / "scratch/features").iterdir()
 
-    result = run([sys.executable, "-m", "stages.features"], prepared)
+    result = run(stage_command("features"), prepared)
     assert "reusing" not in result.stderr and f"removing {stale.relative_to(prepared)}" in result.stderr
     assert_same_file(prepared / "data/features.h5", prepared / "data/straight.h5")
     assert not stale.exists()
@@ -95,7 +92,7 @@ def test_parts_of_another_configuration_are_not_reused(prepared: Path):
 def test_two_processes_write_the_same_file_as_one(prepared: Path):
     write_params(prepared, {"features": {"nproc": 2}})
     try:
-        result = run([sys.executable, "-m", "stages.features", "--output", "data/two.h5"], prepared)
+        result = run(stage_command("features", output="data/two.h5"), prepared)
     finally:
         write_params(prepared, {"features": {"nproc": 1}})
     assert "in 2 processes" in result.stderr

@@ -17,8 +17,8 @@ from tiny_repo import TINY, commit_all, copy_project, run, write_params
 from torch import nn
 
 from captioning.decoding import beam_search, greedy_decode
-from captioning.model.hard import HardAttentionTraining, MovingAverageBaseline, caption_log_likelihoods
-from captioning.model.paper import LocationDraws, sample_locations
+from captioning.hard_training import HardAttentionTraining, MovingAverageBaseline, caption_log_likelihoods
+from captioning.model.hard import LocationDraws, sample_locations
 from captioning.training import caption_loss, feature_statistics, fit
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

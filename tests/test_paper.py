@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import EMBED, FEATURE_DIM, HIDDEN, REGIONS, VOCAB
+from repo_params import repo_params
 from torch import nn
 
-from captioning.model.paper import CONTEXT_MODULES, CaptionDecoder, DecoderConfig, GlobalContext, SoftAttention
+from captioning.model import FastCaptionDecoder, build_decoder
+from captioning.model.paper import CaptionDecoder, DecoderConfig, GlobalContext, SoftAttention
 from captioning.model.paper import caption_loss as paper_loss
+from captioning.params import ATTENTION_KINDS, IMPLEMENTATIONS
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 LENGTHS = [6, 4, 4, 2]  # sorted by decreasing length, <start> and <end> included
@@ -105,8 +110,28 @@ def test_gradients_reach_every_attention_parameter():
     )
 
 
-def test_context_modules_by_params_name():
-    assert CONTEXT_MODULES == {"soft": SoftAttention, "hard": SoftAttention, "none": GlobalContext}
+@pytest.mark.parametrize("attention", ATTENTION_KINDS)
+def test_each_attention_kind_params_allow_builds_its_context_module(attention):
+    model = repo_params("model", attention=attention, decoder_dim=8, attention_dim=8)
+    decoder = CaptionDecoder(DecoderConfig.from_params(model, vocab_size=5, embed_dim=4, feature_dim=6))
+    expected = {"soft": SoftAttention, "hard": SoftAttention, "none": GlobalContext}[attention]
+    assert type(decoder.context) is expected and decoder.config.attention == attention
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_each_implementation_params_allow_builds_its_decoder(implementation):
+    model = repo_params("model", decoder_dim=8, attention_dim=8, implementation=implementation)
+    decoder = build_decoder(DecoderConfig.from_params(model, vocab_size=5, embed_dim=4, feature_dim=6), implementation)
+    assert type(decoder) is (CaptionDecoder if implementation == "paper" else FastCaptionDecoder)
+
+
+def test_the_config_from_params_takes_the_model_section_and_the_data_sizes():
+    model = repo_params("model", decoder_dim=24, attention_dim=12, dropout=0.25, attention="hard", deep_output=True)
+    config = DecoderConfig.from_params(model, vocab_size=30, embed_dim=10, feature_dim=2048)
+    assert config.to_dict() == {
+        "vocab_size": 30, "embed_dim": 10, "feature_dim": 2048, "decoder_dim": 24, "attention_dim": 12,
+        "dropout": 0.25, "attention": "hard", "deep_output": True,
+    }  # fmt: skip
 
 
 # --- the decoder: initial state, Eq. 1-3, 6, 7 ------------------------------------------------------
@@ -249,3 +274,16 @@ def test_the_loss_is_cross_entropy_per_token_plus_the_doubly_stochastic_penalty(
     penalty = ((0.25 + 0.25 + 0) / 3 + (1 + 1 + 0) / 3) / 2  # mean over regions of (1 - sum_t alpha)^2, per caption
     loss = paper_loss(scores, targets, weight_sums, 0.5, tokens=5, captions=2)
     torch.testing.assert_close(loss, cross_entropy + 0.5 * torch.tensor(penalty))
+
+
+def test_the_model_folder_imports_neither_params_nor_distributed():
+    """captioning/model/ is the network alone: params and torchrun are the stages' and training's business."""
+    model_folder = Path(__file__).resolve().parents[1] / "captioning" / "model"
+    imported = set()
+    for path in model_folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+    assert not imported & {"captioning.params", "captioning.distributed"}

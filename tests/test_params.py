@@ -6,11 +6,11 @@ import dataclasses
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 import yaml
 from repo_params import PARAMS_YAML, repo_document, repo_section
+from tiny_repo import stage_command
 
 from captioning.errors import CaptioningError, ParamError
 from captioning.params import SECTIONS, UniqueKeyLoader, load_params, parse_section
@@ -242,9 +242,7 @@ def test_a_stage_run_by_hand_stops_with_one_error_line(tmp_path, change, error):
     line = next(number for number, row in enumerate(text.splitlines(), 1) if row.startswith("  max_len: 24 ")) + 1
     (tmp_path / "params.yaml").write_text(change(text), encoding="utf-8")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.vocab"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run(stage_command("vocab"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     errors = [row for row in result.stderr.splitlines() if row.startswith("error:")]

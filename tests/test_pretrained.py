@@ -16,6 +16,7 @@ import torchvision
 from captioning.embeddings import embedding_matrix, load_word2vec
 from captioning.errors import CaptioningError
 from captioning.features.encoder import build_encoder
+from captioning.params import IMAGENET_VARIANTS
 from captioning.text.vocabulary import SPECIALS
 
 
@@ -199,3 +200,10 @@ def test_dim_must_match_the_file(tmp_path):
         load_word2vec(str(tmp_path / "glove.txt"), dim=2)
     with pytest.raises(CaptioningError, match=r"missing.bin not found"):
         load_word2vec(str(tmp_path / "missing.bin"))
+
+
+def test_each_imagenet_variant_params_allow_is_torchvisions_and_another_is_one_line(offline):
+    for variant in IMAGENET_VARIANTS:  # params.py's list is the only one: the encoder looks the weights up by name
+        assert torchvision.models.ResNet50_Weights[variant].url.endswith(".pth")
+    with pytest.raises(CaptioningError, match=r"^features.imagenet_variant must be one of IMAGENET1K_V1, "):
+        build_encoder("imagenet", imagenet_variant="IMAGENET1K_V9")  # e.g. from an edited model file's recipe

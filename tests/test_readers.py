@@ -272,7 +272,7 @@ def test_data_stage_reads_a_real_dataset_in_place(tmp_path, monkeypatch):
     params = repo_document({"data": {"dataset": "flickr30k", "root": "../downloads/flickr30k"}})
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(work)
-    monkeypatch.setattr(sys, "argv", ["stages/data.py"])
+    monkeypatch.setattr(sys, "argv", ["stages/data.py", "--images", "data/images", "--table", "data/dataset.json"])
     spec = importlib.util.spec_from_file_location("data_stage", REPO / "stages" / "data.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import h5py
 import pytest
 from fixtures_real import make_coco, make_flickr8k, make_flickr30k
-from tiny_repo import TINY, copy_project, run, write_params
+from tiny_repo import TINY, copy_project, run, stage_command, write_params
 
-STAGES = ("data", "vocab", "features", "embeddings", "train", "evaluate")
+STAGES = ("data", "vocab", "features", "embeddings", "train", "finetune", "evaluate")  # dvc.yaml's order
 FORMATS = {
     "flickr30k-karpathy": ("flickr30k", lambda root: make_flickr30k(root, layout="karpathy")),
     "flickr30k-kaggle-csv": ("flickr30k", lambda root: make_flickr30k(root, layout="kaggle", karpathy_json=True)),
@@ -33,7 +32,7 @@ def test_pipeline_runs_on_a_miniature_download(name: str, tmp_path: Path):
     copy_project(repo)
     write_params(repo, {**TINY, "data": {"dataset": dataset, "root": str(mini.root)}, "evaluate": {"figures": 1}})
     for stage in STAGES:
-        run([sys.executable, "-m", f"stages.{stage}"], repo)
+        run(stage_command(stage), repo)
 
     table = json.loads((repo / "data/dataset.json").read_text())
     images = {record["image"] for record in table["images"]}

@@ -12,15 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_repo import TINY, copy_project, run, write_params
+from tiny_repo import TINY, copy_project, run, stage_command, write_params
 
 STAGE_ENV_PATH = Path(sys.executable).parent
 
 
-def stage(repo: Path, name: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", f"stages.{name}", *args], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+def stage(repo: Path, name: str) -> subprocess.Popen:
+    return subprocess.Popen(stage_command(name), cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def kill_when(process: subprocess.Popen, ready, timeout: float = 120.0) -> None:
@@ -39,15 +37,14 @@ def prepared(tmp_path_factory) -> Path:
     copy_project(repo)
     write_params(repo, {**TINY, "train": {**TINY["train"], "epochs": 4}})
     for name in ("data", "vocab", "features", "embeddings"):
-        run([sys.executable, "-m", f"stages.{name}"], repo)
+        run(stage_command(name), repo)
     return repo
 
 
 @pytest.mark.slow
 def test_training_killed_mid_run_resumes_from_the_last_epoch(prepared: Path):
     state = prepared / "scratch/train/state.pt"
-    uninterrupted = ["--model", "models/straight.pt", "--live", "metrics/straight"]
-    run([sys.executable, "-m", "stages.train", *uninterrupted], prepared)
+    run(stage_command("train", model="models/straight.pt", live="metrics/straight"), prepared)
     assert not state.exists(), "a finished run must clean up its resumable state"
 
     def epochs_saved() -> int:
@@ -58,8 +55,8 @@ def test_training_killed_mid_run_resumes_from_the_last_epoch(prepared: Path):
 
     process = stage(prepared, "train")
     kill_when(process, lambda: epochs_saved() >= 2)
-    assert not (prepared / "models/model.pt").exists(), "an interrupted run must not leave a model output"
-    resumed = run([sys.executable, "-m", "stages.train"], prepared)
+    assert not (prepared / "models/cross_entropy.pt").exists(), "an interrupted run must not leave a model output"
+    resumed = run(stage_command("train"), prepared)
     assert "resuming after epoch" in resumed.stdout + resumed.stderr
 
     wall_clock = ("epoch_seconds", "data_wait_share")
@@ -72,7 +69,7 @@ def test_training_killed_mid_run_resumes_from_the_last_epoch(prepared: Path):
         log = (prepared / f"metrics/train/plots/metrics/{name}.tsv").read_text().splitlines()
         assert len(log) == 1 + 4, f"{name}: every epoch logged exactly once after resuming"
     straight = torch.load(prepared / "models/straight.pt", weights_only=True)["state_dict"]
-    resumed_model = torch.load(prepared / "models/model.pt", weights_only=True)["state_dict"]
+    resumed_model = torch.load(prepared / "models/cross_entropy.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(straight[k], resumed_model[k]) for k in straight)
 
 
@@ -83,7 +80,7 @@ def test_training_ignores_state_saved_for_another_configuration(prepared: Path):
     kill_when(process, lambda: state.exists())
     write_params(prepared, {"train": {"lr": 0.002}})
     try:
-        result = run([sys.executable, "-m", "stages.train"], prepared)
+        result = run(stage_command("train"), prepared)
     finally:
         write_params(prepared, {"train": {"lr": 0.001}})
     output = result.stdout + result.stderr
@@ -97,7 +94,7 @@ def test_embeddings_for_another_vocabulary_are_refused_naming_both_files(prepare
     matrix = np.load(embeddings)
     np.save(embeddings, matrix[:-1])
     try:
-        result = run([sys.executable, "-m", "stages.train"], prepared, check=False)
+        result = run(stage_command("train"), prepared, check=False)
     finally:
         embeddings.write_bytes(original)
     assert result.returncode == 1

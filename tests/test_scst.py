@@ -12,6 +12,7 @@ import torch
 import yaml
 from conftest import VOCAB
 from repo_params import repo_params
+from tiny_repo import stage_command
 
 from captioning.checkpoint import load_model, save_model
 from captioning.cider import CiderD
@@ -264,7 +265,7 @@ def test_the_stage_with_zero_epochs_passes_the_model_through_byte_for_byte(make_
     source = tmp_path / "models/cross_entropy.pt"
     source.parent.mkdir()
     save_model(source, make_decoder(), VOCABULARY.words, {"image_size": 64}, epoch=3, validation={"cider": 1.25})
-    command = [sys.executable, "-m", "stages.finetune", "--input", str(source), "--model", "models/model.pt"]
+    command = stage_command("finetune", input=source)
     environment = {"PYTHONPATH": str(REPO), "PATH": str(Path(sys.executable).parent), "OMP_NUM_THREADS": "1"}
     subprocess.run(command, cwd=tmp_path, env=environment, check=True, capture_output=True)
     assert (tmp_path / "models/model.pt").read_bytes() == source.read_bytes()

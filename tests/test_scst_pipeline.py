@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_repo import TINY, commit_all, copy_project, run, write_params
+from tiny_repo import TINY, commit_all, copy_project, run, stage_command, write_params
 
 BEFORE_FINETUNE = ("data", "vocab", "features", "embeddings", "train")
 
@@ -60,10 +60,9 @@ def test_an_scst_experiment_reruns_only_finetune_and_evaluate(tiny_repo: Path):
     assert "scst.epochs" in run(["dvc", "params", "diff"], tiny_repo).stdout
 
 
-def _finetune(repo: Path, *args: str, **options) -> subprocess.Popen:
-    command = [sys.executable, "-m", "stages.finetune", *args]
-    options = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, **options}
-    return subprocess.Popen(command, cwd=repo, **options)
+def _finetune(repo: Path, **paths: str) -> subprocess.Popen:
+    command = stage_command("finetune", **paths)
+    return subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def _epochs_saved(state: Path) -> int:
@@ -78,9 +77,10 @@ def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_repo: 
     write_params(tiny_repo, {"scst": {**TINY["scst"], "epochs": 12, "baseline": "mean", "lr": 0.002}})
     try:
         state = tiny_repo / "scratch/finetune/state.pt"
-        straight = ["--model", "models/straight.pt", "--live", "metrics/straight"]
-        assert _finetune(tiny_repo, *straight).wait() == 0 and not state.exists()
-        process, deadline = _finetune(tiny_repo, "--model", "models/resumed.pt"), time.monotonic() + 600
+        straight = {"model": "models/straight.pt", "live": "metrics/straight"}
+        assert _finetune(tiny_repo, **straight).wait() == 0 and not state.exists()
+
+        process, deadline = _finetune(tiny_repo, model="models/resumed.pt"), time.monotonic() + 600
         while _epochs_saved(state) < 2:  # epochs 0 and 1 saved: killed with ten epochs to go
             assert process.poll() is None, process.stdout.read().decode()
             assert time.monotonic() < deadline, "the stage never saved its state"
@@ -88,7 +88,7 @@ def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_repo: 
         process.send_signal(signal.SIGKILL)
         process.wait()
         assert not (tiny_repo / "models/resumed.pt").exists()
-        resumed = _finetune(tiny_repo, "--model", "models/resumed.pt")
+        resumed = _finetune(tiny_repo, model="models/resumed.pt")
         output = resumed.communicate()[0].decode()
         assert resumed.returncode == 0 and "resuming after epoch" in output, output
     finally:
@@ -117,7 +117,7 @@ def test_ctrl_c_during_scst_is_one_line_and_the_rerun_resumes(tiny_repo: Path):
             "runpy.run_module('stages.finetune', run_name='__main__', alter_sys=True)\n"
         )
         process = subprocess.Popen(
-            [sys.executable, "-c", stage, "--model", str(model)],
+            [sys.executable, "-c", stage, *stage_command("finetune", model=model)[3:]],
             cwd=tiny_repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 600
@@ -135,7 +135,7 @@ def test_ctrl_c_during_scst_is_one_line_and_the_rerun_resumes(tiny_repo: Path):
             "continue after it"
         )
         assert not model.exists() and _epochs_saved(state) >= 2
-        resumed = _finetune(tiny_repo, "--model", str(model))
+        resumed = _finetune(tiny_repo, model=str(model))
         output = resumed.communicate()[0].decode()
         assert resumed.returncode == 0 and "resuming after epoch" in output, output
         assert model.is_file() and not state.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from repo_params import repo_params
 
 from captioning.checkpoint import save_model
 from captioning.features.encoder import build_encoder
@@ -19,17 +20,8 @@ def write_tiny_model(
     """A soft-attention decoder (16-d) over `words`; `recipe` overrides feature-recipe fields, `extra` goes
     into the file (epoch, validation)."""
     torch.manual_seed(0)
-    config = DecoderConfig(
-        vocab_size=len(words),
-        embed_dim=8,
-        feature_dim=2048,
-        decoder_dim=16,
-        attention_dim=16,
-        dropout=0.0,
-        attention="soft",
-        deep_output=False,
-    )
-    decoder = CaptionDecoder(config)
+    model = repo_params("model", decoder_dim=16, attention_dim=16, dropout=0.0, attention="soft", deep_output=False)
+    decoder = CaptionDecoder(DecoderConfig.from_params(model, vocab_size=len(words), embed_dim=8, feature_dim=2048))
     with torch.no_grad():  # never <pad>, <start>, <unk> or <end>: every caption is as long as max_len allows
         decoder.output.bias[: len(SPECIALS)] = -1e4
     feature_recipe = {

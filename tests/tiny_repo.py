@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,18 @@ TINY = {
     "evaluate": {"beam_size": 2, "batch_size": 8},
     "scst": {"samples": 2, "batch_size": 8, "max_len": 12},
 }
+
+
+def stage_command(name: str, **paths: str | Path) -> list[str]:
+    """The stage's command as dvc.yaml runs it, with this interpreter for `python` and the options in `paths`
+    replaced (or added): stage_command("train", model="models/one.pt") writes where dvc repro would not."""
+    command = shlex.split(yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"][name]["cmd"])
+    for option, value in paths.items():
+        if f"--{option}" in command:
+            command[command.index(f"--{option}") + 1] = str(value)
+        else:
+            command += [f"--{option}", str(value)]
+    return [sys.executable, *command[1:]]
 
 
 def environment() -> dict[str, str]:

@@ -11,13 +11,10 @@ from torch import nn
 
 from captioning.errors import CaptioningError
 from captioning.io import UnloadableFile, load_plain
+from captioning.params import IMAGENET_VARIANTS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-IMAGENET_VARIANTS = {
-    "IMAGENET1K_V1": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-    "IMAGENET1K_V2": torchvision.models.ResNet50_Weights.IMAGENET1K_V2,
-}
 FEATURE_DIM = 2048
 
 
@@ -43,7 +40,7 @@ class FrozenEncoder(nn.Module):
 
 
 def _checkpoint_hint(variant: str) -> str:
-    filename = Path(IMAGENET_VARIANTS[variant].url).name
+    filename = Path(torchvision.models.ResNet50_Weights[variant].url).name
     hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
     return (
         f"copy {filename} to {hub / filename}, or set features.weights to the path of a local "
@@ -74,13 +71,12 @@ def build_resnet50(weights: str, seed: int = 0, imagenet_variant: str = "IMAGENE
             torch.manual_seed(seed)
             return torchvision.models.resnet50(weights=None)
     if weights == "imagenet":
-        if imagenet_variant not in IMAGENET_VARIANTS:
+        if imagenet_variant not in IMAGENET_VARIANTS:  # params.py checks params.yaml; this, a model file's recipe
             raise CaptioningError(
-                f"params.yaml: features.imagenet_variant must be one of {', '.join(IMAGENET_VARIANTS)}, "
-                f"got {imagenet_variant!r}"
+                f"features.imagenet_variant must be one of {', '.join(IMAGENET_VARIANTS)}, got {imagenet_variant!r}"
             )
         try:
-            return torchvision.models.resnet50(weights=IMAGENET_VARIANTS[imagenet_variant])
+            return torchvision.models.resnet50(weights=torchvision.models.ResNet50_Weights[imagenet_variant])
         except (OSError, RuntimeError) as error:  # URLError is an OSError
             raise CaptioningError(
                 f"cannot download the ImageNet ResNet50 weights ({error}); {_checkpoint_hint(imagenet_variant)}"

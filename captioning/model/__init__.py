@@ -19,8 +19,6 @@ from __future__ import annotations
 from captioning.model.fast import FastCaptionDecoder
 from captioning.model.paper import CaptionDecoder, DecoderConfig
 
-IMPLEMENTATIONS = {"paper": CaptionDecoder, "fast": FastCaptionDecoder}
-
 
 def resolve_implementation(implementation: str) -> str:
     """`auto` is `fast`: every trick in fast.py is an exact rewriting that saves work on CPUs and GPUs alike."""
@@ -28,7 +26,8 @@ def resolve_implementation(implementation: str) -> str:
 
 
 def build_decoder(config: DecoderConfig, implementation: str = "auto") -> CaptionDecoder:
-    return IMPLEMENTATIONS[resolve_implementation(implementation)](config)
+    """`paper` (paper.py) or `fast` (fast.py; `auto`): model.implementation, whose values params.py lists."""
+    return CaptionDecoder(config) if resolve_implementation(implementation) == "paper" else FastCaptionDecoder(config)
 
 
 __all__ = ["CaptionDecoder", "DecoderConfig", "FastCaptionDecoder", "build_decoder", "resolve_implementation"]

@@ -36,7 +36,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from captioning.model.paper import CaptionDecoder, LocationDraws, TeacherForcing, attended_weights, location_terms
+from captioning.model.hard import LocationDraws, attended_weights, location_terms
+from captioning.model.paper import CaptionDecoder, TeacherForcing
 
 TABLE_STEPS = 16  # a caption's usual length: the word-gate table pays when V <= rows x this
 

@@ -1,103 +1,80 @@
-"""Training hard attention (Xu et al. 2015, section 4.1): the REINFORCE estimator's baseline and bookkeeping.
+"""Hard attention (Xu et al. 2015, section 4.1), the model's side: where the caption looks is sampled.
 
-The model's side (sampling s_t ~ Multinoulli(alpha_t) in teacher forcing, log p(s|a), H[s]) and the
-loss terms of Eq. 11-12 are in captioning/model/paper.py. Here: per batch, draw the randomness,
-score each caption's log-likelihood log p(y|s,a) (the reward), add the Eq. 11-12 terms with the
-moving-average baseline b, then move b towards the batch's mean reward; per epoch, report b and the
-variance of the REINFORCE term (how noisy the attention's gradient is).
+Hard attention has soft attention's parameters and alpha_t (captioning/model/paper.py). In training each
+caption either samples one region per step, s_t ~ Multinoulli(alpha_t), and reads z_t = beta_t a_{s_t}, or
+(with probability train.hard_expected_prob) reads the expected context, Eq. 6; decoding always reads the
+expected context. The decoders take a batch's LocationDraws (`forward(..., draws)`, `step(..., sample)`)
+and use `attended_weights` and `location_terms` below; Eq. 11-12's terms are `hard_attention_loss`.
+The REINFORCE baseline and the per-batch bookkeeping are training's: captioning/hard_training.py.
 """
 
 from __future__ import annotations
 
-import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from captioning import distributed
-from captioning.model.paper import LocationDraws, TeacherForcing, hard_attention_loss
-from captioning.params import TrainParams
 
+class LocationDraws(NamedTuple):
+    """The randomness of hard attention for one batch, drawn before the time loop (section 4.1).
 
-class MovingAverageBaseline:
-    """b_k = decay b_{k-1} + (1 - decay) r_k, r_k the mean reward of batch k (section 4.1, decay 0.9).
-
-    The paper does not say where b starts; here b_1 = r_1, so that the first batch's rewards are not
-    measured from 0 (a log-likelihood of tens of nats would push every sampled location down at once).
+    Drawn per caption and step rather than per computed row, so that an implementation that drops the
+    rows of ended captions makes the same choices as one that carries them.
     """
 
-    def __init__(self, decay: float):
-        self.decay, self.value = decay, None
-
-    def update(self, mean_reward: float) -> None:
-        self.value = mean_reward if self.value is None else self.decay * self.value + (1 - self.decay) * mean_reward
-
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "value": self.value}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.decay, self.value = state["decay"], state["value"]
-
-
-def caption_log_likelihoods(scores: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """log p(y | s, a) per caption (B,) from teacher forcing's time-major scores (N, V) and targets (N,)."""
-    steps = lengths - 1
-    step_index = torch.arange(int(steps.max()), device=lengths.device)
-    running = steps.unsqueeze(0) > step_index.unsqueeze(1)  # (T, B): caption b predicts a word at step t
-    caption_of_target = running.nonzero()[:, 1]  # (N,), time-major like the targets
-    token_log_probs = -nn.functional.cross_entropy(scores.float(), targets, reduction="none")  # (N,)
-    return torch.zeros(len(lengths), device=scores.device).index_add(0, caption_of_target, token_log_probs)
-
-
-class HardAttentionTraining:
-    """train.hard_* params, the baseline (persisting across batches and epochs) and the epoch's statistics."""
-
-    def __init__(self, expected_prob: float, baseline_decay: float, lambda_r: float, lambda_e: float):
-        self.expected_prob, self.lambda_r, self.lambda_e = expected_prob, lambda_r, lambda_e
-        self.baseline = MovingAverageBaseline(baseline_decay)
-        self._reset_statistics()
+    uniforms: torch.Tensor  # (T, B) one U(0, 1) per step and caption, turned into s_t by `sample_locations`
+    expected: torch.Tensor  # (B,) bool: captions that read the expected context instead of a sample
 
     @classmethod
-    def from_params(cls, params: TrainParams) -> HardAttentionTraining:
-        return cls(params.hard_expected_prob, params.hard_baseline_decay, params.hard_lambda_r, params.hard_lambda_e)
+    def draw(cls, lengths: torch.Tensor, expected_prob: float) -> LocationDraws:
+        """Drawn with the CPU generator (torch.manual_seed; saved with the training state), then moved."""
+        steps, captions = int(lengths.max()) - 1, len(lengths)
+        uniforms, expected = torch.rand(steps, captions), torch.rand(captions) < expected_prob
+        return cls(uniforms.to(lengths.device), expected.to(lengths.device))
 
-    def _reset_statistics(self) -> None:
-        self.sampled, self.term_sum, self.term_square_sum = 0, 0.0, 0.0
+    def at(self, step: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The uniforms and expected flags of step `step` for the first `rows` captions."""
+        return self.uniforms[step, :rows], self.expected[:rows]
 
-    def draw(self, lengths: torch.Tensor) -> LocationDraws:
-        return LocationDraws.draw(lengths, self.expected_prob)
 
-    def loss_terms(self, forced: TeacherForcing, lengths: torch.Tensor, draws: LocationDraws, tokens: int):
-        """Eq. 11-12's terms for this batch (their gradient; their value is 0), measured from the baseline
-        before it; then the baseline's update.
+def sample_locations(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """s_t ~ Multinoulli(alpha_t) by inversion: the first region whose cumulative weight passes u: (B,)."""
+    below = weights.detach().cumsum(dim=1) < uniforms.unsqueeze(1)  # (B, L)
+    return below.sum(dim=1).clamp(max=weights.shape[1] - 1)
 
-        The rewards are the captions' log-likelihoods under their sampled locations; the baseline
-        moves by their mean over the (global) batch's sampling captions.
-        """
-        rewards = caption_log_likelihoods(forced.scores, forced.targets, lengths).detach()  # (B,)
-        sampled = ~draws.expected
-        reward_sum = distributed.sum_over_ranks(rewards[sampled].sum().item(), rewards.device)
-        count = distributed.sum_over_ranks(float(sampled.sum().item()), rewards.device)
-        batch_mean = reward_sum / count if count else None
-        baseline = self.baseline.value if self.baseline.value is not None else (batch_mean or 0.0)
-        log_probs, entropies = forced.location_log_probs, forced.location_entropies
-        loss = hard_attention_loss(rewards, log_probs, entropies, baseline, self.lambda_r, self.lambda_e, tokens)
-        terms = (self.lambda_r * (rewards - baseline) * log_probs.detach())[sampled].double()
-        self.sampled += int(sampled.sum())
-        self.term_sum += terms.sum().item()
-        self.term_square_sum += (terms**2).sum().item()
-        if batch_mean is not None:
-            self.baseline.update(batch_mean)
-        # Only the terms' gradient is the estimator; their value (a reward times a log-probability) is no
-        # loss. Left out of the value, the reported loss stays -log p(y|s,a), comparable with soft attention's.
-        return loss - loss.detach()
 
-    def epoch_values(self, device: torch.device) -> dict[str, float]:
-        """The baseline now and the variance of lambda_r (log p(y|s,a) - b) log p(s|a) over the epoch's samples."""
-        statistics = (self.sampled, self.term_sum, self.term_square_sum)
-        count, total, squares = (distributed.sum_over_ranks(float(value), device) for value in statistics)
-        self._reset_statistics()
-        mean = total / count if count else math.nan
-        variance = squares / count - mean**2 if count else math.nan
-        baseline = math.nan if self.baseline.value is None else self.baseline.value
-        return {"hard_baseline": baseline, "reinforce_variance": variance}
+def attended_weights(weights: torch.Tensor, uniforms: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """What the context mixes: one-hot s_t where a caption samples (z_t = a_{s_t}), alpha_t where not: (B, L)."""
+    one_hot = nn.functional.one_hot(sample_locations(weights, uniforms), weights.shape[1]).to(weights.dtype)
+    return torch.where(expected.unsqueeze(1), weights, one_hot)
+
+
+def location_terms(
+    weights: torch.Tensor, uniforms: torch.Tensor, expected: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p(s_t | a) = log alpha_{t, s_t} and the entropy H[alpha_t] per row, 0 where not sampled: (B,), (B,)."""
+    log_weights = weights.float().clamp(min=torch.finfo(torch.float32).tiny).log()  # (B, L)
+    log_prob = log_weights.gather(1, sample_locations(weights, uniforms).unsqueeze(1)).squeeze(1)
+    entropy = -(weights.float() * log_weights).sum(dim=1)
+    sampled = ~expected
+    return log_prob * sampled, entropy * sampled
+
+
+def hard_attention_loss(
+    log_likelihoods: torch.Tensor,
+    location_log_probs: torch.Tensor,
+    location_entropies: torch.Tensor,
+    baseline: float,
+    lambda_r: float,
+    lambda_e: float,
+    tokens: int,
+) -> torch.Tensor:
+    """Eq. 11-12, the terms that hard attention adds to Eq. 14's loss (whose cross-entropy is the first term).
+
+    Minimising it ascends the bound: lambda_r (log p(y|s,a) - b) d log p(s|a) + lambda_e dH[s], per caption
+    (B,), with the reward held constant. Divided by `tokens` like the cross-entropy, so that the three
+    terms keep the paper's proportions.
+    """
+    advantages = (log_likelihoods - baseline).detach()
+    return -(lambda_r * advantages * location_log_probs + lambda_e * location_entropies).sum() / tokens

@@ -16,12 +16,8 @@ Eq. 7    p(y_t)  = softmax(L_o (E y_{t-1} + L_h h_t + L_z z_t))   with model.dee
 init     h_0, c_0 = tanh(f_init,h(mean_i a_i)), tanh(f_init,c(mean_i a_i))
 Eq. 14   loss    = -sum_t log p(y_t) + lambda sum_i (1 - sum_t alpha_ti)^2
 
-Hard attention (section 4.1, `model.attention: hard`) has the same parameters and the same alpha_t;
-in training, each caption either samples one region per step, s_t ~ Multinoulli(alpha_t), and reads
-z_t = beta_t a_{s_t}, or (with probability train.hard_expected_prob) reads the expected context, Eq. 6.
-Decoding always reads the expected context, so a hard model decodes exactly as a soft one would.
-Eq. 11-12 (the REINFORCE estimator of the variational bound) is `hard_attention_loss` below;
-captioning/model/hard.py keeps its moving-average baseline.
+Hard attention (section 4.1, `model.attention: hard`) is in captioning/model/hard.py; here it is only
+`step`'s `sample` and `forward`'s `draws`, None for soft attention and whenever a model decodes.
 
 Two departures, both common practice: the deep output applies tanh inside L_o(...) and dropout before
 L_o, and the region features are standardised per channel with training-set statistics first.
@@ -32,11 +28,13 @@ computes exactly the same with them, and the tests hold the two equal.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from captioning.model.hard import LocationDraws, attended_weights, location_terms
 
 
 @dataclass(frozen=True)
@@ -49,8 +47,14 @@ class DecoderConfig:
     decoder_dim: int
     attention_dim: int
     dropout: float
-    attention: str  # soft | hard | none
+    attention: str  # soft | hard | none (params.py's ATTENTION_KINDS)
     deep_output: bool
+
+    @classmethod
+    def from_params(cls, model_params: object, vocab_size: int, embed_dim: int, feature_dim: int) -> DecoderConfig:
+        """params.yaml's model section (a ModelParams) with the sizes of the vocabulary, words and regions."""
+        sizes = {"vocab_size": vocab_size, "embed_dim": embed_dim, "feature_dim": feature_dim}
+        return cls(**sizes, **{f.name: getattr(model_params, f.name) for f in fields(cls) if f.name not in sizes})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,54 +99,6 @@ class GlobalContext(nn.Module):
         return keys.new_ones(hidden.shape[0], 1)  # all weight on the one vector
 
 
-CONTEXT_MODULES = {"soft": SoftAttention, "hard": SoftAttention, "none": GlobalContext}
-
-
-class LocationDraws(NamedTuple):
-    """The randomness of hard attention for one batch, drawn before the time loop (section 4.1).
-
-    Drawn per caption and step rather than per computed row, so that an implementation that drops the
-    rows of ended captions makes the same choices as one that carries them.
-    """
-
-    uniforms: torch.Tensor  # (T, B) one U(0, 1) per step and caption, turned into s_t by `sample_locations`
-    expected: torch.Tensor  # (B,) bool: captions that read the expected context instead of a sample
-
-    @classmethod
-    def draw(cls, lengths: torch.Tensor, expected_prob: float) -> LocationDraws:
-        """Drawn with the CPU generator (torch.manual_seed; saved with the training state), then moved."""
-        steps, captions = int(lengths.max()) - 1, len(lengths)
-        uniforms, expected = torch.rand(steps, captions), torch.rand(captions) < expected_prob
-        return cls(uniforms.to(lengths.device), expected.to(lengths.device))
-
-    def at(self, step: int, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The uniforms and expected flags of step `step` for the first `rows` captions."""
-        return self.uniforms[step, :rows], self.expected[:rows]
-
-
-def sample_locations(weights: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
-    """s_t ~ Multinoulli(alpha_t) by inversion: the first region whose cumulative weight passes u: (B,)."""
-    below = weights.detach().cumsum(dim=1) < uniforms.unsqueeze(1)  # (B, L)
-    return below.sum(dim=1).clamp(max=weights.shape[1] - 1)
-
-
-def attended_weights(weights: torch.Tensor, uniforms: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
-    """What the context mixes: one-hot s_t where a caption samples (z_t = a_{s_t}), alpha_t where not: (B, L)."""
-    one_hot = nn.functional.one_hot(sample_locations(weights, uniforms), weights.shape[1]).to(weights.dtype)
-    return torch.where(expected.unsqueeze(1), weights, one_hot)
-
-
-def location_terms(
-    weights: torch.Tensor, uniforms: torch.Tensor, expected: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(s_t | a) = log alpha_{t, s_t} and the entropy H[alpha_t] per row, 0 where not sampled: (B,), (B,)."""
-    log_weights = weights.float().clamp(min=torch.finfo(torch.float32).tiny).log()  # (B, L)
-    log_prob = log_weights.gather(1, sample_locations(weights, uniforms).unsqueeze(1)).squeeze(1)
-    entropy = -(weights.float() * log_weights).sum(dim=1)
-    sampled = ~expected
-    return log_prob * sampled, entropy * sampled
-
-
 class TeacherForcing(NamedTuple):
     """What `forward` returns (see CaptionDecoder.forward)."""
 
@@ -169,7 +125,8 @@ class CaptionDecoder(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)  # E
-        self.context = CONTEXT_MODULES[config.attention](config.feature_dim, config.decoder_dim, config.attention_dim)
+        context_module = GlobalContext if config.attention == "none" else SoftAttention  # hard: the same alpha_t
+        self.context = context_module(config.feature_dim, config.decoder_dim, config.attention_dim)
         self.init_h = nn.Linear(config.feature_dim, config.decoder_dim)  # f_init,h
         self.init_c = nn.Linear(config.feature_dim, config.decoder_dim)  # f_init,c
         self.gate = nn.Linear(config.decoder_dim, 1)  # f_beta
@@ -215,9 +172,8 @@ class CaptionDecoder(nn.Module):
         """One word: previous words (B,) -> word scores (B, V), new (h, c), attention weights (B, L).
 
         `state` may hold K rows per image of `encoded` (beam search's K beams of image b are rows
-        b*K .. b*K+K-1): each image's tensors then serve its K rows. `sample` (hard attention in
-        training: a step of LocationDraws) makes the context a sampled region's; without it the
-        context is the expected one, Eq. 6 (soft attention, and hard attention when decoding).
+        b*K .. b*K+K-1): each image's tensors then serve its K rows. `sample` (hard attention in training,
+        LocationDraws.at) makes the context a sampled region's; without it, the expected one (Eq. 6).
         """
         hidden, _ = state
         keys, values = _rows_per_state(encoded.keys, hidden), _rows_per_state(encoded.values, hidden)
@@ -242,9 +198,8 @@ class CaptionDecoder(nn.Module):
         """Teacher forcing: word t + 1 of every caption predicted from its word t, for t = 0 .. L-2.
 
         captions (B, T) start with <start>; lengths (B,) count <start> and <end>, sorted decreasing.
-        Returns the scores of every real target, time-major (step 0's captions, then step 1's ...): (N, V),
-        those targets (N,), each caption's attention summed over its steps, sum_t alpha_t: (B, L), and,
-        with `draws` (hard attention in training), each caption's sum_t log p(s_t | a) and sum_t H[alpha_t].
+        Returns TeacherForcing: every real target and its scores, time-major (step 0's captions, then step 1's
+        ...), sum_t alpha_t per caption and, with `draws` (hard attention in training), its location terms.
         """
         encoded = self.encode(features)
         state = self.initial_state(encoded)
@@ -277,25 +232,6 @@ def caption_loss(
     if alpha_c:
         loss = loss + alpha_c * ((1.0 - weight_sums.float()) ** 2).mean(dim=1).sum() / captions
     return loss
-
-
-def hard_attention_loss(
-    log_likelihoods: torch.Tensor,
-    location_log_probs: torch.Tensor,
-    location_entropies: torch.Tensor,
-    baseline: float,
-    lambda_r: float,
-    lambda_e: float,
-    tokens: int,
-) -> torch.Tensor:
-    """Eq. 11-12, the terms that hard attention adds to Eq. 14's loss (whose cross-entropy is the first term).
-
-    Minimising it ascends the bound: lambda_r (log p(y|s,a) - b) d log p(s|a) + lambda_e dH[s], per caption
-    (B,), with the reward held constant. Divided by `tokens` like the cross-entropy, so that the three
-    terms keep the paper's proportions.
-    """
-    advantages = (log_likelihoods - baseline).detach()
-    return -(lambda_r * advantages * location_log_probs + lambda_e * location_entropies).sum() / tokens
 
 
 def _rows_per_state(per_image: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Driving the demo page in a headless Chromium: for its browser test and for the README's screenshot.
+"""Driving the demo page in a headless Chromium: for its browser test (tests/test_demo.py) and for the README's
+screenshot (benchmarks/demo.py --screenshot). A test tool, so it lives here and not in the installed package.
 
 The server runs as `python -m captioning demo` in a child process; the browser is the system's
 Chromium (Debian's /usr/bin/chromium, launched through Playwright's bundled driver, never a browser
