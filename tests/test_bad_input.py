@@ -1400,20 +1400,30 @@ def small_disk(tmp_path: Path):
     subprocess.run(["umount", str(folder)], check=True)
 
 
+def _features_stage_on_24_images(folder: Path, chunk_size: int, **paths: Path) -> subprocess.CompletedProcess:
+    """The features stage run by hand on 24 images of 16 kB of features each, in parts of chunk_size images."""
+    names = [f"{i:02d}.png" for i in range(24)]
+    table_file([{"image": name, **ROW} for name in names], {name: png_bytes() for name in names})(folder)
+    features = {
+        "image_size": IMAGE_SIZE,
+        "batch_size": 8,
+        "num_workers": 1,
+        "precision": "fp32",
+        "chunk_size": chunk_size,
+    }
+    (folder / "params.yaml").write_text(yaml.safe_dump(repo_document({"features": features})), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+    return subprocess.run(
+        stage_command("features", **paths), cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
 @pytest.mark.slow
 def test_features_stage_on_a_full_disk_stops_with_one_line_and_keeps_its_parts(tmp_path: Path, small_disk: Path):
     """HDF5 used to crash (exit 139) closing a file after a failed write: now one line and exit status 1."""
     folder = tmp_path.resolve()
-    names = [f"{i:02d}.png" for i in range(24)]  # 24 x 16 kB of features: more than the 256 kB disk
-    table_file([{"image": name, **ROW} for name in names], {name: png_bytes() for name in names})(folder)
-    features = {"image_size": IMAGE_SIZE, "batch_size": 8, "num_workers": 1, "precision": "fp32", "chunk_size": 8}
-    (folder / "params.yaml").write_text(yaml.safe_dump(repo_document({"features": features})), encoding="utf-8")
     output = small_disk.resolve() / "features.h5"
-    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
-    result = subprocess.run(
-        stage_command("features", output=output),
-        cwd=folder, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = _features_stage_on_24_images(folder, chunk_size=8, output=output)  # 3 parts, 384 kB on a 256 kB disk
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
@@ -1427,16 +1437,8 @@ def test_features_stage_on_a_full_disk_stops_with_one_line_and_keeps_its_parts(t
 def test_features_parts_on_a_full_disk_stop_with_one_line(tmp_path: Path, small_disk: Path):
     """The resumable parts (.part-*.h5.tmp-PID) on the full disk: h5py's flush failure at close is one line too."""
     folder = tmp_path.resolve()
-    names = [f"{i:02d}.png" for i in range(24)]  # one 24-image part of 16 kB each: more than the 256 kB disk
-    table_file([{"image": name, **ROW} for name in names], {name: png_bytes() for name in names})(folder)
-    features = {"image_size": IMAGE_SIZE, "batch_size": 8, "num_workers": 1, "precision": "fp32", "chunk_size": 24}
-    (folder / "params.yaml").write_text(yaml.safe_dump(repo_document({"features": features})), encoding="utf-8")
     scratch = small_disk.resolve() / "scratch"
-    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
-    result = subprocess.run(
-        [sys.executable, "-m", "stages.features", "--scratch", str(scratch)],
-        cwd=folder, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    result = _features_stage_on_24_images(folder, chunk_size=24, scratch=scratch)  # one 384 kB part
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     (part,) = scratch.glob("*/")  # the run's folder, named by its key
