@@ -18,7 +18,7 @@ import h5py
 import pytest
 import torch
 from tiny_model import write_tiny_model
-from tiny_repo import REPO, TINY, copy_project, environment, run, stage_command, write_params
+from tiny_repo import REPO, TINY, commit_all, copy_project, environment, run, stage_command, write_params
 
 from captioning.text.vocabulary import Vocabulary
 
@@ -47,7 +47,7 @@ SCRIPTS = {  # script: (arguments, a line of its report)
 
 def test_every_benchmark_script_is_run_here():
     scripts = {path.name for path in (REPO / "benchmarks").iterdir() if path.suffix in (".py", ".sh")}
-    covered = set(SCRIPTS) | {"scale.py", "gpu_check.sh"}
+    covered = set(SCRIPTS) | {"scale.py", "gpu_check.sh", "remote.sh"}
     assert scripts - {"_timing.py"} == covered
 
 
@@ -99,3 +99,19 @@ def test_the_gpu_check_stops_with_one_line_without_a_gpu(project: Path):
         f"error: no CUDA device visible to {sys.executable} (torch.cuda.is_available() is False); "
         "run this on a GPU machine"
     ]
+
+
+def test_the_remote_benchmark_shares_a_tiny_run_through_a_folder_remote(tmp_path: Path, one_thread_each):
+    """benchmarks/remote.sh on a committed tiny project: run, push, pull in a fresh clone, nothing left to run."""
+    project = tmp_path / "project"
+    project.mkdir()
+    copy_project(project)
+    write_params(project, TINY)
+    commit_all(project)
+    env = dict(environment(), PYTHONPATH="")
+    result = subprocess.run(
+        ["bash", "benchmarks/remote.sh", str(tmp_path / "bench")],
+        cwd=project, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert "model and features identical" in result.stdout, result.stdout
