@@ -30,7 +30,7 @@ SCRIPTS = {  # script: (arguments, a line of its report)
         "same captions: 4/4 images (OK)",
     ),
     "demo.py": (["--repeats", "1"], "whole upload"),
-    "demo_load.py": (["--users", "4"], "every reply named its own file: yes"),
+    "demo_load.py": (["--users", "5"], "every reply named its own file: yes"),
     "intervals.py": (["--images", "40", "--resamples", "50", "--naive", "1"], "naive re-scoring / bootstrap"),
     "features.py": (
         ["--images", "2", "--batch-size", "2", "--fp32-batches", "1", "--workers", "0", "--repeats", "1", *THREADS],
