@@ -17,6 +17,8 @@ from captioning.data.table import CaptionTable
 from captioning.decoding import Decoded
 from captioning.features.store import FeatureStore
 from captioning.grounding import grounding_scores, object_accuracy
+from captioning.metric_statistics import ImageStatistics
+from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder
 from captioning.text.vocabulary import Vocabulary
 
@@ -56,6 +58,38 @@ def decode_captions(
             captions[name] = " ".join(vocabulary.words[tokens[k]] for k in shown)
             weights.append(attention[shown])  # one row per word of the caption
     return captions, weights
+
+
+@dataclass
+class ScoredSplit:
+    """A split captioned once and scored: its captions, their attention weights, the metrics and the
+    per-image statistics the metrics are computed from (for the bootstrap intervals)."""
+
+    images: EvaluationImages
+    captions: dict[str, str]
+    weights: list[np.ndarray]
+    metrics: dict[str, float]
+    statistics: ImageStatistics
+
+
+def caption_and_score(
+    decoder: CaptionDecoder,
+    table: CaptionTable,
+    store: FeatureStore,
+    split: str,
+    vocabulary: Vocabulary,
+    device: torch.device,
+    decode: Callable[[CaptionDecoder, torch.Tensor], Decoded],
+    batch_size: int = 100,
+) -> ScoredSplit:
+    """Caption every image of `split` that has features, score the captions against all their references
+    (pycocoevalcap's metrics, then the scene metrics where the dataset knows its objects)."""
+    images = EvaluationImages.from_split(table, store, split)
+    captions, weights = decode_captions(decoder, store, images, vocabulary, device, decode, batch_size)
+    with CaptionScorer() as scorer:
+        statistics = scorer.statistics(captions, dict(zip(images.names, images.references)))
+    metrics = {**statistics.reported, **scene_metrics(table, images.names, captions, weights)}
+    return ScoredSplit(images, captions, weights, metrics, statistics)
 
 
 def scene_metrics(table: CaptionTable, names: list[str], captions: dict[str, str], weights: list[np.ndarray]) -> dict:

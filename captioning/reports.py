@@ -1,4 +1,5 @@
-"""The readable outputs of a test run: every caption beside its references, attention figures, a gallery."""
+"""The outputs of a test run: the scores with their intervals, the environment that produced them, every
+caption beside its references, attention figures, a gallery."""
 
 from __future__ import annotations
 
@@ -6,15 +7,37 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from captioning.data.table import CaptionTable
-from captioning.evaluation import EvaluationImages
+from captioning.environment import describe_environment
+from captioning.evaluation import EvaluationImages, ScoredSplit
 from captioning.figures import write_attention_figures
 from captioning.gallery import GalleryEntry, write_gallery
 from captioning.io import write_json
 from captioning.params import EvaluateParams
+from captioning.significance import bootstrap_intervals
 
 log = logging.getLogger(__name__)
+NOT_RECORDED = "not recorded (a model file from before environments were recorded)"
+
+
+def write_scores(metrics_path: Path, intervals_path: Path, scored: ScoredSplit, resamples: int, seed: int) -> None:
+    """The metrics, and their 95% bootstrap intervals over the images (`resamples` seeded draws), rounded to 6
+    decimals: the files `dvc metrics show` lists."""
+    intervals = bootstrap_intervals(scored.statistics, resamples, seed)
+    write_json(metrics_path, {key: round(value, 6) for key, value in scored.metrics.items()})
+    rounded = {key: {end: round(value, 6) for end, value in ends.items()} for key, ends in intervals.items()}
+    write_json(intervals_path, rounded)
+    scores = {key: round(value, 4) for key, value in scored.metrics.items()}
+    log.info("%d images scored: %s", len(scored.images.names), scores)
+
+
+def write_environment(path: Path, trained: dict | None, device: torch.device) -> None:
+    """What trained the model (recorded in its file; None for a file from before that) and what decoded and
+    scored it here (fp32)."""
+    recorded = NOT_RECORDED if trained is None else trained
+    write_json(path, {"train": recorded, "evaluate": describe_environment(device, "fp32")})
 
 
 def write_predictions(path: Path, images: EvaluationImages, captions: dict[str, str]) -> None:

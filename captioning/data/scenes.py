@@ -15,6 +15,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from captioning.data.table import CaptionTable, ImageRecord
+from captioning.io import atomic_path
 from captioning.text.tokenizer import tokenize
 
 COLORS = {
@@ -158,6 +159,15 @@ def generate_scenes(
         draw_scene(objects, image_size, rng).save(image_dir / name, compress_level=1)
         captions = captions_for(objects, captions_per_image, rng)
         table.images.append(ImageRecord(name, split, captions, objects=[o.to_json() for o in objects]))
+    return table
+
+
+def write_scenes(image_dir: Path, **options) -> CaptionTable:
+    """generate_scenes(image_dir, **options) through a temporary folder that replaces `image_dir` once every
+    scene is drawn (the data stage's output: a killed run leaves no half-drawn folder)."""
+    with atomic_path(image_dir) as temporary:
+        table = generate_scenes(temporary, **options)
+    table.image_root = image_dir
     return table
 
 

@@ -85,6 +85,16 @@ class CaptionTable:
     def image_path(self, record: ImageRecord) -> Path:
         return self.image_root / record.image
 
+    def tokenized_captions(self, split: str) -> tuple[list[list[str]], list[int]]:
+        """The split's captions as words, in table order, and for each the index of its image in the table."""
+        captions, image_index = [], []
+        for index, record in enumerate(self.images):
+            if record.split == split:
+                tokenized = record.tokenized()
+                captions.extend(tokenized)
+                image_index.extend([index] * len(tokenized))
+        return captions, image_index
+
 
 def check_splits(table: CaptionTable, source: str | Path, skipped: set[str] = frozenset()) -> None:
     """Every split must keep at least one image, or training, validation or the test cannot run.

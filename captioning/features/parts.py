@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import logging
 import multiprocessing
 import shutil
@@ -20,16 +21,21 @@ import signal
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import h5py
 import torch
 
+from captioning.data.table import CaptionTable
+from captioning.device import resolve_precision
 from captioning.errors import CaptioningError
-from captioning.features.encoder import FrozenEncoder
-from captioning.features.extract import ExtractionReport, extract_features
+from captioning.features.encoder import FrozenEncoder, build_encoder
+from captioning.features.extract import ExtractionReport, encoder_fingerprint, extract_features
+from captioning.features.recipe import FeatureRecipe
 from captioning.features.store import FEATURES, NAMES, SKIPPED, FeatureWriter
-from captioning.io import atomic_path
+from captioning.io import atomic_path, run_fingerprint
+from captioning.params import FeaturesParams
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,45 @@ CPU = torch.device("cpu")
 
 def part_paths(folder: Path, images: int, chunk_size: int) -> list[Path]:
     return [folder / f"part-{i:05d}.h5" for i in range((images + chunk_size - 1) // chunk_size)]
+
+
+def extract_table(
+    table: CaptionTable,
+    table_path: Path,
+    output: Path,
+    scratch: Path,
+    params: FeaturesParams,
+    on_bad_image: str,
+    device: torch.device = CPU,
+) -> ExtractionReport:
+    """Every image of the caption table (read from `table_path`), in table order, into `output`: the features
+    stage. The parts' folder in `scratch` is named by what they hold: the params, the recipe (the encoder's
+    fingerprint and the resolved precision), data.on_bad_image and the table file. features.nproc and
+    features.num_workers change who computes the parts, not what they hold, so a rerun may change them."""
+    precision = resolve_precision(params.precision, device)
+    make_encoder = partial(build_encoder, params.weights, params.seed, params.imagenet_variant)
+    recipe = FeatureRecipe.of(params, precision, encoder_fingerprint(make_encoder()))  # each process builds its own
+    log.info("ResNet50 (%s weights) on %s, %s, batch %d", params.weights, device, precision, params.batch_size)
+    content = dataclasses.replace(params, nproc=1, num_workers=0)
+    run_key = run_fingerprint([content, recipe, on_bad_image], [table_path])
+    names = [record.image for record in table.images]
+    return extract_in_parts(
+        make_encoder,
+        table.image_root,
+        names,
+        output,
+        scratch,
+        run_key,
+        chunk_size=params.chunk_size,
+        nproc=params.nproc,
+        device=device,
+        attrs=recipe.to_dict(),
+        image_size=params.image_size,
+        batch_size=params.batch_size,
+        precision=precision,
+        num_workers=params.num_workers,
+        on_bad_image=on_bad_image,
+    )
 
 
 def extract_in_parts(

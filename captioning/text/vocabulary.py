@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from captioning.errors import CaptioningError
-from captioning.io import read_json, write_json
+from captioning.io import atomic_path, read_json, write_json
 
 PAD, START, END, UNK = "<pad>", "<start>", "<end>", "<unk>"
 SPECIALS = (PAD, START, END, UNK)
@@ -86,6 +86,22 @@ def encode_captions(
         ids[row, : len(encoded)] = encoded
         lengths[row] = len(encoded)
     return {"captions": ids, "lengths": lengths, "image_index": np.asarray(image_index, dtype=np.int32)}
+
+
+def save_encoded(path: str | Path, encoded: dict[str, np.ndarray]) -> None:
+    """encode_captions' arrays as one .npz file, written to a temporary name and renamed."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as file:
+            np.savez(file, **encoded)
+
+
+def vocabulary_metrics(vocabulary: Vocabulary, tokenized: dict[str, list[list[str]]], max_len: int) -> dict:
+    """The vocabulary's size, the <unk> rate of each split that has captions, and how many training captions
+    are cut to max_len words."""
+    metrics = {"vocab_size": len(vocabulary)}
+    metrics.update({f"unk_rate_{split}": round(unk_rate(vocabulary, t), 6) for split, t in tokenized.items() if t})
+    metrics["truncated_train_captions"] = int(sum(len(t) > max_len for t in tokenized["train"]))
+    return metrics
 
 
 def unk_rate(vocabulary: Vocabulary, tokenized: list[list[str]]) -> float:

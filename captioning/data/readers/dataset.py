@@ -25,6 +25,7 @@ from captioning.data.readers.karpathy import karpathy_split, read_karpathy
 from captioning.data.readers.split import apply_split
 from captioning.data.table import CaptionTable, ImageRecord
 from captioning.errors import CaptioningError
+from captioning.io import atomic_path
 from captioning.params import DATASET_FORMATS
 
 log = logging.getLogger(__name__)
@@ -128,3 +129,12 @@ def read_dataset(dataset: str, root: str | Path, format: str = "auto", seed: int
         image_root,
     )
     return table
+
+
+def write_manifest(folder: Path, table: CaptionTable) -> None:
+    """A real dataset's images are read in place (the table names their folder): `folder`, the data stage's
+    image output, holds only MANIFEST.txt, which says how many and where."""
+    with atomic_path(folder) as temporary:
+        temporary.mkdir()
+        manifest = f"{table.dataset}: {len(table.images)} images are read in place from\n{table.image_root}\n"
+        (temporary / "MANIFEST.txt").write_text(manifest, encoding="utf-8")
