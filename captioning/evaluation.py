@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from captioning.data.table import CaptionTable
-from captioning.decoding import Decoded
+from captioning.decoding import Decoded, greedy_decode
 from captioning.features.store import FeatureStore
 from captioning.grounding import grounding_scores, object_accuracy
+from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder
 from captioning.text.vocabulary import Vocabulary
 
@@ -56,6 +57,36 @@ def decode_captions(
             captions[name] = " ".join(vocabulary.words[tokens[k]] for k in shown)
             weights.append(attention[shown])  # one row per word of the caption
     return captions, weights
+
+
+@dataclass
+class Validation:
+    """What picks the kept epoch: greedy captions of the validation images, scored against their references.
+
+    `scorer` is None on the ranks other than 0 of a distributed run (they do not validate).
+    """
+
+    images: EvaluationImages
+    store: FeatureStore
+    vocabulary: Vocabulary
+    scorer: CaptionScorer | None
+    max_len: int
+    device: torch.device
+
+
+def validate(decoder: CaptionDecoder, validation: Validation) -> dict[str, float]:
+    """The validation images' scores (the scorer's metrics) for the decoder's greedy captions, in eval mode."""
+    decoder.eval()
+    vocabulary, images = validation.vocabulary, validation.images
+    captions, _ = decode_captions(
+        decoder,
+        validation.store,
+        images,
+        vocabulary,
+        validation.device,
+        lambda d, f: greedy_decode(d, f, vocabulary.start, vocabulary.end, validation.max_len),
+    )
+    return validation.scorer.score(captions, dict(zip(images.names, images.references)))
 
 
 def scene_metrics(table: CaptionTable, names: list[str], captions: dict[str, str], weights: list[np.ndarray]) -> dict:

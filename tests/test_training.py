@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from captioning.batching import CaptionSet, iterate_batches
 from captioning.errors import CaptioningError
-from captioning.evaluation import EvaluationImages
+from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.store import FeatureStore
 from captioning.metrics import METRIC_KEYS
 from captioning.text.vocabulary import SPECIALS, Vocabulary, encode_captions
@@ -68,16 +68,12 @@ def run_fit(make_decoder, tiny_task, scorer, **overrides):
     decoder = make_decoder()
     decoder.set_feature_statistics(*feature_statistics(store, np.arange(len(NAMES))))
     epochs = []
+    validation = Validation(val, store, VOCABULARY, scorer, params.val_max_len, torch.device("cpu"))
     best = fit(
         decoder,
         train,
-        val,
-        store=store,
-        vocabulary=VOCABULARY,
-        params=params,
-        device=torch.device("cpu"),
-        precision="fp32",
-        scorer=scorer,
+        validation,
+        params,
         on_epoch_end=lambda epoch, values, is_best: epochs.append((epoch, values, is_best)),
     )
     return best, epochs
