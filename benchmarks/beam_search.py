@@ -98,9 +98,10 @@ def train_pipeline_model(features_path: Path, captions_path: Path, vocab_path: P
 
     Cached in the temporary directory, keyed by the inputs, so that only the first run pays for it.
     """
+    from captioning.batching import length_bucketed_batches
     from captioning.features.store import FeatureStore
     from captioning.params import load_params
-    from captioning.training import feature_statistics, length_bucketed_batches
+    from captioning.training import feature_statistics
 
     model = load_params("model")
     words = json.loads(vocab_path.read_text())["words"]

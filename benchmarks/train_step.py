@@ -12,7 +12,7 @@ region features, at embedding/attention/decoder 512/512/512, vocabulary 10,000, 
              by length with a shrinking active batch, fp32, cross-entropy on packed targets plus the doubly
              stochastic penalty; batches drawn at random (not length-bucketed).
 Also measures the share of the step time spent waiting for data when batches come from an HDF5 feature
-store through captioning.training.iterate_batches (what fit() logs as train.data_wait_share).
+store through captioning.batching.iterate_batches (what fit() logs as train.data_wait_share).
 
     python benchmarks/train_step.py [--captions 256] [--repeats 3]
 """
@@ -31,11 +31,12 @@ from _timing import interleaved, machine_header, median, table, verdict
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from captioning.batching import CaptionSet, WaitClock, iterate_batches, length_bucketed_batches
 from captioning.device import autocast, resolve_precision
 from captioning.features.store import FeatureStore, FeatureWriter
 from captioning.model import DecoderConfig, build_decoder
 from captioning.params import load_params
-from captioning.training import CaptionSet, WaitClock, caption_loss, iterate_batches, length_bucketed_batches
+from captioning.training import caption_loss
 
 GOAL = 5.0
 PAD, START, END = 0, 1, 2

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from captioning.data.table import CaptionTable
-from captioning.decoding import Decoded
+from captioning.decoding import Decoded, greedy_decode
 from captioning.features.store import FeatureStore
 from captioning.grounding import grounding_scores, object_accuracy
 from captioning.metric_statistics import ImageStatistics
@@ -90,6 +90,36 @@ def caption_and_score(
         statistics = scorer.statistics(captions, dict(zip(images.names, images.references)))
     metrics = {**statistics.reported, **scene_metrics(table, images.names, captions, weights)}
     return ScoredSplit(images, captions, weights, metrics, statistics)
+
+
+@dataclass
+class Validation:
+    """What picks the kept epoch: greedy captions of the validation images, scored against their references.
+
+    `scorer` is None on the ranks other than 0 of a distributed run (they do not validate).
+    """
+
+    images: EvaluationImages
+    store: FeatureStore
+    vocabulary: Vocabulary
+    scorer: CaptionScorer | None
+    max_len: int
+    device: torch.device
+
+
+def validate(decoder: CaptionDecoder, validation: Validation) -> dict[str, float]:
+    """The validation images' scores (the scorer's metrics) for the decoder's greedy captions, in eval mode."""
+    decoder.eval()
+    vocabulary, images = validation.vocabulary, validation.images
+    captions, _ = decode_captions(
+        decoder,
+        validation.store,
+        images,
+        vocabulary,
+        validation.device,
+        lambda d, f: greedy_decode(d, f, vocabulary.start, vocabulary.end, validation.max_len),
+    )
+    return validation.scorer.score(captions, dict(zip(images.names, images.references)))
 
 
 def scene_metrics(table: CaptionTable, names: list[str], captions: dict[str, str], weights: list[np.ndarray]) -> dict:

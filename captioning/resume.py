@@ -1,8 +1,8 @@
 """Resuming an interrupted run: the state after every epoch, and its exact restoration.
 
-Cross-entropy training (captioning/training.py) and self-critical training (captioning/scst.py) save
-the same things after each epoch (model, optimizer, scheduler, the numpy RNG, the history and the best
-epoch so far) plus their own random state, under a `run_key` naming the configuration and inputs, so
+The epoch loop (captioning/epochs.py) of cross-entropy and self-critical training saves after each
+epoch the model, optimizer, scheduler, the numpy RNG, the history and the best epoch so far, plus
+each kind of training's own random state, under a `run_key` naming the configuration and inputs, so
 that a run continued from the file equals an uninterrupted one.
 """
 
@@ -19,6 +19,14 @@ import torch
 from captioning.checkpoint import save_torch
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResumeFile:
+    """Where a run saves its state after every epoch, and the key (configuration and inputs) it is saved under."""
+
+    path: Path
+    run_key: str
 
 
 @dataclass

@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,15 +36,14 @@ from captioning.checkpoint import save_model
 from captioning.cider import CiderD
 from captioning.data.table import CaptionTable
 from captioning.decoding import Sampled, greedy_decode, sample_captions
-from captioning.evaluation import EvaluationImages
+from captioning.epochs import EpochEnd, EpochPlan, run_epochs
+from captioning.evaluation import Validation, validate
 from captioning.features.store import FeatureStore
 from captioning.io import atomic_path
-from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder
 from captioning.params import ScstParams
-from captioning.resume import ResumableRun
+from captioning.resume import ResumeFile
 from captioning.text.vocabulary import END, Vocabulary
-from captioning.training import validate
 
 log = logging.getLogger(__name__)
 SELECT_BY = "cider"
@@ -141,114 +139,89 @@ def scst_batch(
     }
 
 
-def scst_epoch(
-    decoder: CaptionDecoder,
-    optimizer: torch.optim.Optimizer,
-    images: RewardImages,
-    store: FeatureStore,
-    cider: CiderD,
-    vocabulary: Vocabulary,
-    params: ScstParams,
-    device: torch.device,
-    rng: np.random.Generator,
-    generator: torch.Generator,
-    progress: tqdm,
-) -> dict[str, float]:
-    """One pass over the images in random order; returns the means over its batches."""
-    decoder.eval()  # sampling without dropout: see the module docstring
-    order = rng.permutation(len(images.names))
-    sums: dict[str, float] = {}
-    batches, started = 0, time.perf_counter()
-    for i in range(0, len(order), params.batch_size):
-        batch = order[i : i + params.batch_size]
-        features = torch.from_numpy(store.rows(images.feature_rows[batch])).to(device)
-        loss, values = scst_batch(decoder, features, batch, cider, vocabulary, params, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        for key, value in {**values, "loss": loss.item()}.items():
-            sums[key] = sums.get(key, 0.0) + value
-        batches += 1
-        progress.update(len(batch))
-        progress.set_postfix(reward=f"{sums['reward'] / batches:.3f}")
-    means = {key: value / batches for key, value in sums.items()}
-    means["epoch_seconds"] = time.perf_counter() - started
-    return means
+class ScstStep:
+    """Self-critical training's epoch for the epoch loop (captioning/epochs.py): the training images in
+    random order, in batches of scst_batch; its own torch generator draws the samples."""
 
+    name = "scst epoch"
 
-def _copy_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    def __init__(
+        self,
+        decoder: CaptionDecoder,
+        images: RewardImages,
+        store: FeatureStore,
+        vocabulary: Vocabulary,
+        params: ScstParams,
+        device: torch.device,
+    ):
+        self.decoder, self.images, self.store, self.vocabulary = decoder, images, store, vocabulary
+        self.params, self.device = params, device
+        self.cider = CiderD(images.references)  # document frequencies once, from the training references
+        self.generator = torch.Generator(device=device).manual_seed(params.seed)
+        self.rng = np.random.default_rng(params.seed)
+
+    def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+        """One pass over the images in random order; returns the means over its batches."""
+        decoder, params, images = self.decoder, self.params, self.images
+        decoder.eval()  # sampling without dropout: see the module docstring
+        order = self.rng.permutation(len(images.names))
+        sums: dict[str, float] = {}
+        batches, started = 0, time.perf_counter()
+        with tqdm(total=len(images.names), unit="img", desc=f"scst epoch {epoch}/{params.epochs}") as progress:
+            for i in range(0, len(order), params.batch_size):
+                batch = order[i : i + params.batch_size]
+                features = torch.from_numpy(self.store.rows(images.feature_rows[batch])).to(self.device)
+                loss, values = scst_batch(decoder, features, batch, self.cider, self.vocabulary, params, self.generator)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                for key, value in {**values, "loss": loss.item()}.items():
+                    sums[key] = sums.get(key, 0.0) + value
+                batches += 1
+                progress.update(len(batch))
+                progress.set_postfix(reward=f"{sums['reward'] / batches:.3f}")
+        means = {key: value / batches for key, value in sums.items()}
+        means["epoch_seconds"] = time.perf_counter() - started
+        return means
+
+    def describe(self, values: dict[str, float]) -> str:
+        return f"reward {values['reward']:.4f}, baseline {values['baseline']:.4f}"
+
+    def resume_state(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def restore(self, saved: dict) -> None:
+        self.generator.set_state(saved["generator"])
 
 
 def finetune(
     decoder: CaptionDecoder,
     images: RewardImages,
-    val: EvaluationImages,
-    store: FeatureStore,
-    vocabulary: Vocabulary,
+    validation: Validation,
     params: ScstParams,
-    device: torch.device,
-    scorer: CaptionScorer,
-    on_epoch_end: Callable[[int, dict, bool], None],
-    resume_path: Path | None = None,
-    run_key: str = "",
+    *,
+    on_epoch_end: EpochEnd | None = None,
+    resume: ResumeFile | None = None,
 ) -> dict:
-    """Self-critical training for params.epochs; on_epoch_end(epoch, values, is_best) after epoch 0 .. epochs.
+    """Self-critical training for params.epochs in the epoch loop (captioning/epochs.py);
+    on_epoch_end(epoch, values, is_best) after epoch 0 .. epochs. The images' features are read from
+    validation.store.
 
     Epoch 0 is the starting model, validated only. Returns the best validation scores (with "epoch");
-    the decoder ends holding that epoch's weights. With `resume_path` the state after every epoch is
-    saved there, and a later call with the same `run_key` continues after the last completed epoch
-    (the epochs done are replayed to on_epoch_end): the result equals an uninterrupted run's.
+    the decoder ends holding that epoch's weights. With `resume`, a run interrupted after some epochs
+    continues from the last one it saved.
     """
-    generator = torch.Generator(device=device).manual_seed(params.seed)
-    rng = np.random.default_rng(params.seed)
-    trainable = [p for p in decoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=params.lr)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma)
-    cider = CiderD(images.references)  # document frequencies once, from the training references
-    resumable = ResumableRun(resume_path, run_key, decoder, optimizer, scheduler, rng)
-    saved = resumable.load()
-    if saved is not None:
-        history, best, best_state = resumable.restore(saved)
-        generator.set_state(saved["generator"])
-        log.info("resuming after epoch %d of %d (state in %s)", len(history) - 1, params.epochs, resume_path)
-    else:
-        scores = validate(decoder, store, val, vocabulary, device, scorer, params.max_len)
-        history, best = [({f"val_{k}": v for k, v in scores.items()}, True)], {**scores, "epoch": 0}
-        best_state = _copy_state(decoder)
-        log.info("epoch 0 (the cross-entropy model): val CIDEr-D %.4f", scores[SELECT_BY])
-        resumable.save(history, best, best_state, generator=generator.get_state())
-    for epoch, (values, is_best) in enumerate(history):
-        on_epoch_end(epoch, values, is_best)
-
-    for epoch in range(len(history), params.epochs + 1):
-        learning_rate = optimizer.param_groups[0]["lr"]
-        with tqdm(total=len(images.names), unit="img", desc=f"scst epoch {epoch}/{params.epochs}") as progress:
-            values = {
-                "lr": learning_rate,
-                **scst_epoch(
-                    decoder, optimizer, images, store, cider, vocabulary, params, device, rng, generator, progress
-                ),
-            }
-        scheduler.step()
-        scores = validate(decoder, store, val, vocabulary, device, scorer, params.max_len)
-        values.update({f"val_{k}": v for k, v in scores.items()})
-        is_best = scores[SELECT_BY] > best[SELECT_BY]
-        if is_best:
-            best, best_state = {**scores, "epoch": epoch}, _copy_state(decoder)
-        log.info(
-            "scst epoch %d: reward %.4f, baseline %.4f, val CIDEr-D %.4f%s",
-            epoch,
-            values["reward"],
-            values["baseline"],
-            scores[SELECT_BY],
-            " (best)" if is_best else "",
-        )
-        history.append((values, is_best))
-        on_epoch_end(epoch, values, is_best)
-        resumable.save(history, best, best_state, generator=generator.get_state())
-    decoder.load_state_dict(best_state)
-    return best
+    step = ScstStep(decoder, images, validation.store, validation.vocabulary, params, validation.device)
+    plan = EpochPlan(
+        params.epochs,
+        params.lr,
+        params.step_size,
+        params.gamma,
+        SELECT_BY,
+        "captioning/scst.py: SELECT_BY",
+        validate_start=True,
+    )
+    return run_epochs(decoder, step, lambda: validate(decoder, validation), plan, on_epoch_end, resume)
 
 
 def pass_through(source: str | Path, target: str | Path) -> None:

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -18,83 +15,17 @@ from torch import nn
 from tqdm import tqdm
 
 from captioning import distributed
-from captioning.data.table import CaptionTable
-from captioning.decoding import greedy_decode
+from captioning.batching import CaptionSet, WaitClock, iterate_batches
 from captioning.device import autocast
-from captioning.errors import CaptioningError
-from captioning.evaluation import EvaluationImages, decode_captions
+from captioning.epochs import EpochEnd, EpochPlan, run_epochs
+from captioning.evaluation import Validation, validate
 from captioning.features.store import FeatureStore
 from captioning.hard_training import HardAttentionTraining
-from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, paper
 from captioning.params import TrainParams
-from captioning.resume import ResumableRun
-from captioning.text.vocabulary import Vocabulary
+from captioning.resume import ResumeFile
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CaptionSet:
-    """Encoded training captions and, for each, the feature-file row of its image."""
-
-    captions: np.ndarray  # (M, L) int
-    lengths: np.ndarray  # (M,) tokens including <start> and <end>
-    feature_rows: np.ndarray  # (M,)
-
-    @classmethod
-    def from_encoded(cls, encoded, table: CaptionTable, store: FeatureStore) -> CaptionSet:
-        """The vocab stage's encoded captions, minus those of images the features stage skipped."""
-        names = [table.images[i].image for i in encoded["image_index"]]
-        kept = np.array([name not in store.skipped for name in names], dtype=bool)
-        rows = store.rows_for([name for name, keep in zip(names, kept) if keep])
-        return cls(encoded["captions"][kept], encoded["lengths"][kept], rows)
-
-
-def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Batches of captions of (nearly) equal length, each sorted longest first, in random order."""
-    order = np.lexsort((rng.random(len(lengths)), lengths))
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    rng.shuffle(batches)
-    return [batch[np.argsort(-lengths[batch], kind="stable")] for batch in batches]
-
-
-def iterate_batches(
-    data: CaptionSet,
-    store: FeatureStore,
-    batch_size: int,
-    rng: np.random.Generator,
-    device: torch.device,
-    rank: int = 0,
-    world_size: int = 1,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Length-bucketed batches on `device`; with several ranks, this rank's share of each global batch.
-
-    The next batch is read in a background thread while the current one trains: when the features
-    stream from disk (train.feature_memory_gb below the file's size), reading overlaps the compute
-    instead of adding to it. The batches and their order are the same either way.
-    """
-    batches = []
-    for batch in length_bucketed_batches(data.lengths, batch_size, rng):
-        if world_size > 1:  # DDP: every world_size-th caption (still longest first); the same rng on every rank
-            if len(batch) < world_size:
-                continue  # the last batch, too small to share: fewer than world_size captions per epoch unseen
-            batch = batch[rank::world_size]
-        batches.append(batch)
-
-    def read(batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        longest = int(data.lengths[batch[0]])
-        features = torch.from_numpy(store.rows(data.feature_rows[batch]))
-        captions = torch.from_numpy(data.captions[batch, :longest].astype(np.int64))
-        return features, captions, torch.from_numpy(data.lengths[batch].astype(np.int64))
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-reader") as reader:
-        upcoming = reader.submit(read, batches[0]) if batches else None
-        for index in range(len(batches)):
-            features, captions, lengths = upcoming.result()
-            if index + 1 < len(batches):
-                upcoming = reader.submit(read, batches[index + 1])
-            yield features.to(device), captions.to(device), lengths.to(device)
 
 
 def caption_loss(
@@ -126,19 +57,6 @@ def feature_statistics(store: FeatureStore, rows: np.ndarray, sample: int = 512,
     chosen = np.random.default_rng(seed).choice(rows, size=min(sample, len(rows)), replace=False)
     values = torch.from_numpy(store.rows(np.sort(chosen))).float().flatten(0, 1)  # (n * R, F)
     return values.mean(dim=0), values.std(dim=0)
-
-
-def validate(decoder, store, images, vocabulary, device, scorer: CaptionScorer, max_len: int) -> dict[str, float]:
-    decoder.eval()
-    captions, _ = decode_captions(
-        decoder,
-        store,
-        images,
-        vocabulary,
-        device,
-        lambda d, f: greedy_decode(d, f, vocabulary.start, vocabulary.end, max_len),
-    )
-    return scorer.score(captions, dict(zip(images.names, images.references)))
 
 
 def train_epoch(
@@ -176,110 +94,75 @@ def train_epoch(
     return values if hard is None else {**values, **hard.epoch_values(device)}
 
 
-class WaitClock:
-    """Iterates over `batches`, adding up the seconds spent blocked waiting for the next one."""
+class CrossEntropyStep:
+    """Cross-entropy training's epoch for the epoch loop (captioning/epochs.py): length-bucketed batches
+    of this rank's share, train_epoch, and with hard attention the REINFORCE baseline carried along."""
 
-    def __init__(self, batches: Iterator):
-        self.batches, self.waiting = batches, 0.0
+    name = "epoch"
 
-    def __iter__(self) -> Iterator:
-        while True:
-            start = time.perf_counter()
-            batch = next(self.batches, None)
-            self.waiting += time.perf_counter() - start
-            if batch is None:
-                return
-            yield batch
+    def __init__(
+        self,
+        decoder: CaptionDecoder,
+        train: CaptionSet,
+        store: FeatureStore,
+        params: TrainParams,
+        device: torch.device,
+        precision: str = "fp32",
+    ):
+        self.decoder, self.model = decoder, None  # model: the decoder, in DDP under torchrun (from the first epoch)
+        self.train, self.store, self.params, self.device, self.precision = train, store, params, device, precision
+        self.hard = HardAttentionTraining.from_params(params) if decoder.config.attention == "hard" else None
+        torch.manual_seed(params.seed)
+        self.rng = np.random.default_rng(params.seed)
 
+    def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+        if self.model is None:  # after a resumed run's state is restored
+            self.model = distributed.wrap(self.decoder, self.device)  # DDP: gradients shared among the ranks
+        rank, world_size, model, params = distributed.rank(), distributed.world_size(), self.model, self.params
+        batches = iterate_batches(self.train, self.store, params.batch_size, self.rng, self.device, rank, world_size)
+        description = f"epoch {epoch}/{params.epochs}"
+        disable = not distributed.is_main()
+        with tqdm(total=len(self.train.lengths), unit="cap", desc=description, disable=disable) as progress:
+            return train_epoch(model, optimizer, batches, params, self.device, self.precision, progress, self.hard)
 
-def _copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    def describe(self, values: dict[str, float]) -> str:
+        return f"loss {values['train_loss']:.4f}"
+
+    def resume_state(self) -> dict:
+        baseline = None if self.hard is None else self.hard.baseline.state_dict()  # captioning/hard_training.py
+        return {"torch_rng": torch.get_rng_state(), "hard_baseline": baseline}
+
+    def restore(self, saved: dict) -> None:
+        torch.set_rng_state(saved["torch_rng"])
+        if self.hard is not None:
+            self.hard.baseline.load_state_dict(saved["hard_baseline"])
 
 
 def fit(
     decoder: CaptionDecoder,
     train: CaptionSet,
-    val: EvaluationImages,
-    *,
-    store: FeatureStore,
-    vocabulary: Vocabulary,
+    validation: Validation,
     params: TrainParams,
-    device: torch.device,
-    precision: str,
-    scorer: CaptionScorer,
-    on_epoch_end: Callable[[int, dict, bool], None],
-    resume_path: Path | None = None,
-    run_key: str = "",
+    *,
+    precision: str = "fp32",
+    on_epoch_end: EpochEnd | None = None,
+    resume: ResumeFile | None = None,
 ) -> dict:
-    """Train for params.epochs, calling on_epoch_end(epoch, logged values, is_best) after each epoch.
+    """Train for params.epochs in the epoch loop (captioning/epochs.py); on_epoch_end(epoch, values, is_best)
+    after each epoch (0, 1, ...). The training captions' features are read from validation.store.
 
     Returns the best validation scores (with "epoch"); the decoder ends holding the best epoch's weights.
-    With `resume_path`, the state after every epoch (model, optimizer, scheduler, RNGs, history) is
-    saved there, and a later call with the same `run_key` continues after the last completed epoch:
-    the epochs already done are replayed to on_epoch_end, and the result equals an uninterrupted run.
-    Under torchrun (see captioning/distributed.py) every rank calls fit; rank 0 alone validates, scores
-    with `scorer` (None elsewhere) and saves the state; every rank gets the same values and result.
+    With `resume`, a run interrupted after some epochs continues from the last one it saved.
+    Under torchrun every rank calls fit; rank 0 alone validates (the others' validation.scorer is None).
     """
-    torch.manual_seed(params.seed)
-    rng = np.random.default_rng(params.seed)
-    trainable = [p for p in decoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=params.lr, fused=True)  # one kernel for all parameters
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=params.step_size, gamma=params.gamma)
-    history: list[tuple[dict, bool]] = []
-    best, best_state = {params.select_by: float("-inf")}, _copy_state(decoder)
-    hard = HardAttentionTraining.from_params(params) if decoder.config.attention == "hard" else None
-    resumable = ResumableRun(resume_path, run_key, decoder, optimizer, scheduler, rng)
-    saved = resumable.load() if distributed.is_main() else None
-    saved = distributed.broadcast(saved)  # DDP: every rank resumes from rank 0's state
-    if saved is not None:
-        history, best, best_state = resumable.restore(saved)
-        torch.set_rng_state(saved["torch_rng"])
-        if hard is not None:
-            hard.baseline.load_state_dict(saved["hard_baseline"])
-        log.info("resuming after epoch %d of %d (state in %s)", len(history), params.epochs, resume_path)
-    for epoch, (values, is_best) in enumerate(history):
-        on_epoch_end(epoch, values, is_best)
-
-    model = distributed.wrap(decoder, device)  # DDP: gradients shared among the ranks (the decoder when alone)
-    rank, world_size, main = distributed.rank(), distributed.world_size(), distributed.is_main()
-    for epoch in range(len(history), params.epochs):
-        learning_rate = optimizer.param_groups[0]["lr"]
-        batches = iterate_batches(train, store, params.batch_size, rng, device, rank, world_size)
-        description = f"epoch {epoch + 1}/{params.epochs}"
-        with tqdm(total=len(train.lengths), unit="cap", desc=description, disable=not main) as progress:
-            values = {
-                "lr": learning_rate,
-                **train_epoch(model, optimizer, batches, params, device, precision, progress, hard),
-            }
-        scheduler.step()
-        scores = validate(decoder, store, val, vocabulary, device, scorer, params.val_max_len) if main else None
-        scores = distributed.broadcast(scores)  # DDP: rank 0 validates, the others take its scores
-        values.update({f"val_{k}": v for k, v in scores.items()})
-        if params.select_by not in scores:
-            raise CaptioningError(
-                f"params.yaml: train.select_by={params.select_by} is not available here (the scorer gave "
-                f"{', '.join(sorted(scores))}; METEOR needs Java): choose one of those"
-            )
-        is_best = scores[params.select_by] > best[params.select_by]
-        if is_best:
-            best, best_state = {**scores, "epoch": epoch + 1}, _copy_state(decoder)
-        log.info(
-            "epoch %d: loss %.4f, val %s %.4f%s",
-            epoch + 1,
-            values["train_loss"],
-            params.select_by,
-            scores[params.select_by],
-            " (best)" if is_best else "",
-        )
-        history.append((values, is_best))
-        on_epoch_end(epoch, values, is_best)
-        if main:
-            resumable.save(
-                history,
-                best,
-                best_state,
-                torch_rng=torch.get_rng_state(),
-                hard_baseline=None if hard is None else hard.baseline.state_dict(),  # captioning/hard_training.py
-            )
-    decoder.load_state_dict(best_state)
-    return best
+    step = CrossEntropyStep(decoder, train, validation.store, params, validation.device, precision)
+    plan = EpochPlan(
+        params.epochs,
+        params.lr,
+        params.step_size,
+        params.gamma,
+        params.select_by,
+        "params.yaml: train.select_by",
+        fused=True,  # one kernel for all parameters
+    )
+    return run_epochs(decoder, step, lambda: validate(decoder, validation), plan, on_epoch_end, resume)

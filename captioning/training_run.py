@@ -1,5 +1,5 @@
 """One training run from the train stage's files and params: the inputs read and checked, the decoder
-built, fit() under DVCLive (one or several processes), and the best epoch's model saved.
+built, fit() logging to DVCLive (one or several processes), and the best epoch's model saved.
 
 Only rank 0 validates, logs to DVCLive and writes the model; the other ranks train their share.
 """
@@ -13,23 +13,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from dvclive import Live
 
 from captioning import distributed
+from captioning.batching import CaptionSet
 from captioning.checkpoint import save_model
 from captioning.data.table import check_splits, read_table
 from captioning.device import resolve_precision
 from captioning.environment import describe_environment
+from captioning.epochs import EpochLog
 from captioning.errors import CaptioningError
-from captioning.evaluation import EvaluationImages
+from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.recipe import FeatureRecipe
 from captioning.features.store import FeatureStore
 from captioning.io import check_writable, run_fingerprint
 from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 from captioning.params import ModelParams, TrainParams
+from captioning.resume import ResumeFile
 from captioning.text.vocabulary import Vocabulary
-from captioning.training import CaptionSet, feature_statistics, fit
+from captioning.training import feature_statistics, fit
 
 log = logging.getLogger(__name__)
 
@@ -85,38 +87,15 @@ def run_training(
         world.size,
     )
 
-    run_key = run_fingerprint([params, model_params, finetune], files.inputs)
-    logger = Live(str(files.live), dvcyaml=False, save_dvc_exp=False, report=None) if world.is_main else nullcontext()
+    resume = ResumeFile(files.scratch / "state.pt", run_fingerprint([params, model_params, finetune], files.inputs))
     scoring = CaptionScorer() if world.is_main else nullcontext()
-    with logger as live, scoring as scorer:  # None on the other ranks
-
-        def on_epoch_end(epoch: int, values: dict, is_best: bool) -> None:
-            if live is not None:
-                for key, value in values.items():
-                    live.log_metric(key, value)
-                live.next_step()
-
-        best = fit(
-            decoder,
-            train,
-            val,
-            store=store,
-            vocabulary=vocabulary,
-            params=params,
-            device=device,
-            precision=precision,
-            scorer=scorer,
-            on_epoch_end=on_epoch_end,
-            resume_path=files.scratch / "state.pt",
-            run_key=run_key,
-        )
-        if live is not None:
-            live.summary["best_epoch"] = best["epoch"]
-            live.summary[f"best_val_{params.select_by}"] = best[params.select_by]
-            live.make_summary()
+    with EpochLog(files.live, enabled=world.is_main) as epoch_log, scoring as scorer:  # scorer: None on the others
+        validation = Validation(val, store, vocabulary, scorer, params.val_max_len, device)
+        best = fit(decoder, train, validation, params, precision=precision, on_epoch_end=epoch_log, resume=resume)
+        epoch_log.summarize(best_epoch=best["epoch"], **{f"best_val_{params.select_by}": best[params.select_by]})
     distributed.teardown()
     if world.is_main:
-        validation = {k: v for k, v in best.items() if k != "epoch"}
+        scores = {k: v for k, v in best.items() if k != "epoch"}
         # The recipe in name order, as the features file lists it (the model file is as it was before FeatureRecipe).
         feature_recipe = dict(sorted(recipe.to_dict().items()))
         save_model(
@@ -125,12 +104,12 @@ def run_training(
             vocabulary.words,
             feature_recipe,
             epoch=best["epoch"],
-            validation=validation,
+            validation=scores,
             dataset=table.dataset,  # provenance, shown by the demo
             environment=describe_environment(device, precision),
         )
-        (files.scratch / "state.pt").unlink(missing_ok=True)
-        log.info("best epoch %d: %s", best["epoch"], {k: round(v, 4) for k, v in validation.items()})
+        resume.path.unlink(missing_ok=True)
+        log.info("best epoch %d: %s", best["epoch"], {k: round(v, 4) for k, v in scores.items()})
 
 
 def load_embeddings(path: Path, vocab_path: Path, vocabulary_size: int) -> torch.Tensor:

@@ -17,10 +17,11 @@ from repo_params import repo_params, repo_section
 from tiny_repo import TINY, copy_project, run, stage_command, write_params
 
 from captioning import distributed
+from captioning.batching import CaptionSet, iterate_batches
 from captioning.errors import ParamError
 from captioning.features.store import FeatureStore
 from captioning.params import parse_section
-from captioning.training import CaptionSet, caption_loss, iterate_batches
+from captioning.training import caption_loss
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -17,8 +17,10 @@ from tiny_repo import TINY, commit_all, copy_project, run, write_params
 from torch import nn
 
 from captioning.decoding import beam_search, greedy_decode
+from captioning.evaluation import Validation
 from captioning.hard_training import HardAttentionTraining, MovingAverageBaseline, caption_log_likelihoods
 from captioning.model.hard import LocationDraws, sample_locations
+from captioning.resume import ResumeFile
 from captioning.training import caption_loss, feature_statistics, fit
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -312,20 +314,9 @@ def run_fit(make_decoder, tiny_task, attention, resume_path=None, **overrides): 
     decoder = make_decoder(attention)
     decoder.set_feature_statistics(*feature_statistics(store, np.arange(8)))
     epochs = []
-    fit(
-        decoder,
-        train,
-        val,
-        store=store,
-        vocabulary=VOCABULARY,
-        params=params,
-        device=torch.device("cpu"),
-        precision="fp32",
-        scorer=FakeScorer(),
-        on_epoch_end=lambda epoch, values, is_best: epochs.append(values),
-        resume_path=resume_path,
-        run_key="hard",
-    )
+    validation = Validation(val, store, VOCABULARY, FakeScorer(), params.val_max_len, torch.device("cpu"))
+    resume = None if resume_path is None else ResumeFile(resume_path, "hard")
+    fit(decoder, train, validation, params, on_epoch_end=lambda _, values, __: epochs.append(values), resume=resume)
     return decoder, epochs
 
 

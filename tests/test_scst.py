@@ -19,9 +19,10 @@ from captioning.cider import CiderD
 from captioning.decoding import sample_captions
 from captioning.environment import describe_environment
 from captioning.errors import ParamError
-from captioning.evaluation import EvaluationImages
+from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.store import FeatureStore
 from captioning.metrics import CaptionScorer
+from captioning.resume import ResumeFile
 from captioning.scst import (
     RewardImages,
     caption_words,
@@ -210,10 +211,10 @@ def test_finetune_resumed_after_an_interruption_ends_as_an_uninterrupted_run(mak
                 raise KeyboardInterrupt  # as a kill would, after epoch stop_at - 1 was saved
             logged.append((epoch, {k: v for k, v in values.items() if "seconds" not in k}, is_best))
 
+        resume = None if resume_path is None else ResumeFile(resume_path, "key")
         with CaptionScorer(meteor=False) as scorer:
-            best = finetune(
-                decoder, images, val, store, VOCABULARY, params, cpu, scorer, on_epoch_end, resume_path, "key"
-            )
+            validation = Validation(val, store, VOCABULARY, scorer, params.max_len, cpu)
+            best = finetune(decoder, images, validation, params, on_epoch_end=on_epoch_end, resume=resume)
         return decoder, best, logged
 
     straight, straight_best, straight_log = run(None)

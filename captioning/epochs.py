@@ -1,0 +1,168 @@
+"""The epoch loop of cross-entropy training (captioning/training.py) and self-critical fine-tuning
+(captioning/scst.py), written once: Adam with StepLR, one epoch of training after another, validation
+after each, the best epoch's weights kept, the state saved after every epoch so that a run killed
+(kill -9 included) continues where it stopped and ends as an uninterrupted one would, and every
+epoch's numbers logged to DVCLive.
+
+Each kind of training supplies an `EpochStep` (one epoch of its training, returning its numbers, and
+the random state it draws from) and its validation (captioning/evaluation.py); the loop does the rest.
+Under torchrun (see captioning/distributed.py) every rank runs the loop; rank 0 alone validates and
+saves, and every rank gets its scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from dvclive import Live
+from torch import nn
+
+from captioning import distributed
+from captioning.errors import CaptioningError
+from captioning.resume import ResumableRun, ResumeFile
+
+log = logging.getLogger(__name__)
+
+EpochEnd = Callable[[int, dict, bool], None]  # (position in the run's history, logged values, is_best)
+
+
+class EpochStep(Protocol):
+    """One kind of training, as the loop sees it."""
+
+    name: str  # how the log names its epochs ("epoch", "scst epoch")
+    rng: np.random.Generator  # the step's numpy draws (batch order), saved with the run's state
+
+    def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+        """Train epoch `epoch` (1, 2, ...) of the run; the epoch's numbers, to be logged."""
+
+    def describe(self, values: dict[str, float]) -> str:
+        """The epoch's numbers in a few words for the log ("loss 2.3456")."""
+
+    def resume_state(self) -> dict:
+        """What else a continued run needs to draw what this one would have (a torch RNG, a baseline)."""
+
+    def restore(self, saved: dict) -> None:
+        """Puts back what resume_state() saved."""
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """How many epochs, Adam's rate with its StepLR decay, and the validation score that picks the kept epoch."""
+
+    epochs: int
+    lr: float
+    step_size: int
+    gamma: float
+    select_by: str
+    select_by_param: str  # where select_by is set ("params.yaml: train.select_by"), for the error naming it
+    validate_start: bool = False  # epoch 0 is the starting model, validated only (and kept if no epoch beats it)
+    fused: bool | None = None  # Adam's fused kernel (one kernel for all parameters)
+
+
+def copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def run_epochs(
+    decoder: nn.Module,
+    step: EpochStep,
+    validate: Callable[[], dict[str, float]],
+    plan: EpochPlan,
+    on_epoch_end: EpochEnd | None = None,
+    resume: ResumeFile | None = None,
+) -> dict:
+    """Train `decoder` for plan.epochs by `step`, scoring each epoch with validate() (called on rank 0 only),
+    calling on_epoch_end(position, values, is_best) after each epoch.
+
+    Returns the best validation scores (with "epoch": 1, 2, ... or 0, the starting model, with
+    plan.validate_start); the decoder ends holding that epoch's weights. With `resume`, the state after
+    every epoch is saved to resume.path, and a later call with the same run key continues after the
+    last completed epoch: the epochs already done are replayed to on_epoch_end, the result equals an
+    uninterrupted run's.
+    """
+    on_epoch_end = on_epoch_end or (lambda epoch, values, is_best: None)
+    trainable = [p for p in decoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=plan.lr, fused=plan.fused)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=plan.step_size, gamma=plan.gamma)
+    path, run_key = (resume.path, resume.run_key) if resume is not None else (None, "")
+    resumable = ResumableRun(path, run_key, decoder, optimizer, scheduler, step.rng)
+    history: list[tuple[dict, bool]] = []
+    best, best_state = {plan.select_by: float("-inf")}, copy_state(decoder)
+    main = distributed.is_main()
+    saved = distributed.broadcast(resumable.load() if main else None)  # DDP: every rank resumes from rank 0's
+    if saved is not None:
+        history, best, best_state = resumable.restore(saved)
+        step.restore(saved)
+        done = len(history) - plan.validate_start
+        log.info("resuming after epoch %d of %d (state in %s)", done, plan.epochs, path)
+    for position, (values, is_best) in enumerate(history):
+        on_epoch_end(position, values, is_best)
+
+    def end_epoch(epoch: int, values: dict) -> None:
+        nonlocal best, best_state
+        scores = distributed.broadcast(validate() if main else None)  # DDP: rank 0 validates, the others take it
+        values.update({f"val_{k}": v for k, v in scores.items()})
+        if plan.select_by not in scores:
+            raise CaptioningError(
+                f"{plan.select_by_param}={plan.select_by} is not available here (the scorer gave "
+                f"{', '.join(sorted(scores))}; METEOR needs Java): choose one of those"
+            )
+        is_best = scores[plan.select_by] > best[plan.select_by]
+        if is_best:
+            best, best_state = {**scores, "epoch": epoch}, copy_state(decoder)
+        described = step.describe(values) if epoch else "the starting model"
+        selected = f"val {plan.select_by} {scores[plan.select_by]:.4f}{' (best)' if is_best else ''}"
+        log.info("%s %d: %s, %s", step.name, epoch, described, selected)
+        history.append((values, is_best))
+        on_epoch_end(len(history) - 1, values, is_best)
+        if main:
+            resumable.save(history, best, best_state, **step.resume_state())
+
+    if plan.validate_start and not history:
+        end_epoch(0, {})
+    for epoch in range(len(history) + 1 - plan.validate_start, plan.epochs + 1):
+        values = {"lr": optimizer.param_groups[0]["lr"], **step.train_epoch(optimizer, epoch)}
+        scheduler.step()
+        end_epoch(epoch, values)
+    decoder.load_state_dict(best_state)
+    return best
+
+
+class EpochLog:
+    """A run's DVCLive log (at `path`): every value of every epoch as one step, and the best epoch's summary.
+
+    With enabled=False (the ranks other than 0) it writes nothing.
+    """
+
+    def __init__(self, path: str | Path, enabled: bool = True):
+        self.path, self.enabled, self.live = Path(path), enabled, None
+        self._context = nullcontext()
+
+    def __enter__(self) -> EpochLog:
+        if self.enabled:
+            self._context = Live(str(self.path), dvcyaml=False, save_dvc_exp=False, report=None)
+            self.live = self._context.__enter__()
+        return self
+
+    def __exit__(self, *error) -> None:
+        self._context.__exit__(*error)
+
+    def __call__(self, epoch: int, values: dict, is_best: bool) -> None:
+        """An EpochEnd: one DVCLive step per epoch."""
+        if self.live is not None:
+            for key, value in values.items():
+                self.live.log_metric(key, value)
+            self.live.next_step()
+
+    def summarize(self, **values) -> None:
+        """Adds `values` (best_epoch=..., best_val_cider=...) to the metrics file's summary and writes it."""
+        if self.live is not None:
+            self.live.summary.update(values)
+            self.live.make_summary()

@@ -1,0 +1,154 @@
+"""captioning/epochs.py: the epoch loop on a one-layer model: the kept epoch, epoch 0, resuming, DVCLive."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from captioning.epochs import EpochLog, EpochPlan, run_epochs
+from captioning.errors import CaptioningError
+from captioning.resume import ResumeFile
+
+INPUTS = torch.linspace(-1, 1, 16).reshape(8, 2)
+
+
+class LineStep:
+    """Fits y = x1 + x2 with noisy batches drawn from both its numpy rng and its own torch generator."""
+
+    name = "epoch"
+
+    def __init__(self, model: nn.Module, seed: int = 0):
+        self.model, self.rng = model, np.random.default_rng(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.epochs_trained = []
+
+    def train_epoch(self, optimizer: torch.optim.Optimizer, epoch: int) -> dict[str, float]:
+        self.epochs_trained.append(epoch)
+        inputs = torch.from_numpy(self.rng.normal(size=(8, 2))).float()
+        targets = inputs.sum(dim=1, keepdim=True) + 0.1 * torch.randn(8, 1, generator=self.generator)
+        loss = ((self.model(inputs) - targets) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.item()}
+
+    def describe(self, values: dict[str, float]) -> str:
+        return f"loss {values['loss']:.4f}"
+
+    def resume_state(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def restore(self, saved: dict) -> None:
+        self.generator.set_state(saved["generator"])
+
+
+def fitted_score(model: nn.Module) -> dict[str, float]:
+    """Higher is better: minus the squared error on fixed inputs."""
+    with torch.no_grad():
+        return {"score": -float(((model(INPUTS) - INPUTS.sum(dim=1, keepdim=True)) ** 2).mean()), "other": 1.0}
+
+
+def scripted(values: list[float]):
+    """A validation that returns the next of `values` as the score, whatever the model."""
+    remaining = list(values)
+    return lambda: {"score": remaining.pop(0)}
+
+
+def plan(epochs: int = 4, **options) -> EpochPlan:
+    return EpochPlan(epochs, 0.05, 2, 0.5, "score", "params.yaml: test.select_by", **options)
+
+
+def run(epochs=4, validate=None, resume=None, stop_at=None, **options):
+    """A fresh model and step; returns (model, step, best, logged epochs)."""
+    torch.manual_seed(0)
+    model, logged = nn.Linear(2, 1), []
+    step = LineStep(model)
+
+    def on_epoch_end(position, values, is_best):
+        if position == stop_at:
+            raise KeyboardInterrupt  # as a kill would: the epochs before were saved, this one not
+        logged.append((position, dict(values), is_best))
+
+    validate = validate or (lambda: fitted_score(model))
+    best = run_epochs(model, step, validate, plan(epochs, **options), on_epoch_end, resume)
+    return model, step, best, logged
+
+
+def test_the_best_epoch_is_kept_and_its_weights_restored():
+    weights = []
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    scores = iter([0.1, 0.3, 0.2, 0.3])
+
+    def validate():
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"score": next(scores)}
+
+    logged = []
+    best = run_epochs(model, LineStep(model), validate, plan(4), lambda *epoch: logged.append(epoch))
+    assert [position for position, _, _ in logged] == [0, 1, 2, 3]
+    assert [is_best for _, _, is_best in logged] == [True, True, False, False]  # a tie is no improvement
+    assert best == {"score": 0.3, "epoch": 2}
+    assert all(torch.equal(model.state_dict()[k], weights[1][k]) for k in weights[1])
+
+
+def test_every_epoch_logs_its_rate_its_numbers_and_its_scores_and_the_rate_decays():
+    _, step, _, logged = run(epochs=5)
+    assert step.epochs_trained == [1, 2, 3, 4, 5]
+    assert [values["lr"] for _, values, _ in logged] == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.0125])
+    assert list(logged[0][1]) == ["lr", "loss", "val_score", "val_other"]
+
+
+def test_with_validate_start_epoch_0_is_the_starting_model_and_is_kept_when_nothing_beats_it():
+    model, step, best, logged = run(epochs=2, validate=scripted([0.5, 0.4, 0.5]), validate_start=True)
+    assert step.epochs_trained == [1, 2]
+    assert [(position, values, is_best) for position, values, is_best in logged][0] == (0, {"val_score": 0.5}, True)
+    assert [is_best for _, _, is_best in logged] == [True, False, False]
+    assert best == {"score": 0.5, "epoch": 0}
+    torch.manual_seed(0)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), nn.Linear(2, 1).state_dict().values()))
+
+
+@pytest.mark.parametrize("validate_start", [False, True])
+def test_a_run_interrupted_and_resumed_ends_as_an_uninterrupted_one(tmp_path, validate_start):
+    straight, _, straight_best, straight_log = run(epochs=4, validate_start=validate_start)
+    resume = ResumeFile(tmp_path / "state.pt", "key")
+    with pytest.raises(KeyboardInterrupt):
+        run(epochs=4, resume=resume, stop_at=2, validate_start=validate_start)
+    resumed, step, resumed_best, resumed_log = run(epochs=4, resume=resume, validate_start=validate_start)
+    assert step.epochs_trained == list(range(3 - validate_start, 5))  # only the epochs not saved are trained again
+    assert resumed_log == straight_log and resumed_best == straight_best  # the saved epochs replayed first
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_state_saved_under_another_key_is_ignored(tmp_path):
+    run(epochs=2, resume=ResumeFile(tmp_path / "state.pt", "one"))
+    _, step, _, logged = run(epochs=2, resume=ResumeFile(tmp_path / "state.pt", "other"))
+    assert step.epochs_trained == [1, 2] and len(logged) == 2
+
+
+def test_selecting_by_a_score_the_validation_lacks_is_a_one_line_error_naming_the_parameter():
+    with pytest.raises(CaptioningError, match=r"params.yaml: test.select_by=score is not available here.*other"):
+        run(epochs=1, validate=lambda: {"other": 1.0})
+
+
+def test_the_epoch_log_writes_each_epoch_as_a_dvclive_step_and_the_summary(tmp_path):
+    with EpochLog(tmp_path / "live") as epoch_log:
+        epoch_log(0, {"loss": 2.0, "val_score": 0.1}, True)
+        epoch_log(1, {"loss": 1.0, "val_score": 0.3}, True)
+        epoch_log.summarize(best_epoch=2, best_val_score=0.3)
+    summary = json.loads((tmp_path / "live/metrics.json").read_text())
+    assert summary == {"loss": 1.0, "val_score": 0.3, "step": 2, "best_epoch": 2, "best_val_score": 0.3}
+    rows = (tmp_path / "live/plots/metrics/loss.tsv").read_text().splitlines()
+    assert rows == ["step\tloss", "0\t2.0", "1\t1.0"]
+
+
+def test_a_disabled_epoch_log_writes_nothing(tmp_path):
+    with EpochLog(tmp_path / "live", enabled=False) as epoch_log:
+        epoch_log(0, {"loss": 2.0}, True)
+        epoch_log.summarize(best_epoch=1)
+    assert not (tmp_path / "live").exists()
