@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -54,3 +55,14 @@ def test_no_file_holds_a_folder_of_one_machine():
             f"{name}:{number}" for number, line in enumerate(text.splitlines(), 1) if machine_folders.search(line)
         ]
     assert found == []
+
+
+def test_the_readme_headline_table_is_the_committed_metrics():
+    """The README's main results row says what metrics/evaluate.json (from the committed dvc.lock's run) says."""
+    metrics = json.loads((REPO / "metrics" / "evaluate.json").read_text(encoding="utf-8"))
+    keys = ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l"]
+    expected = [f"{metrics[key]:.3f}" for key in keys] + [f"{metrics['cider']:.2f}"]
+    header = "| BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | METEOR | ROUGE-L | CIDEr |"
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    row = lines[lines.index(header) + 2]
+    assert [cell.strip("* ") for cell in row.strip("|").split("|")] == expected
