@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_repo import TINY, copy_project, run, stage_command, write_params
+from tiny_repo import TINY, copy_repository, run, stage_command, write_params
 
 STAGE_ENV_PATH = Path(sys.executable).parent
 
@@ -32,12 +32,9 @@ def kill_when(process: subprocess.Popen, ready, timeout: float = 120.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("resume")
-    copy_project(repo)
-    write_params(repo, {**TINY, "train": {**TINY["train"], "epochs": 4}})
-    for name in ("data", "vocab", "features", "embeddings"):
-        run(stage_command(name), repo)
+def prepared(tiny_upstream: Path, tmp_path_factory) -> Path:
+    repo = copy_repository(tiny_upstream, tmp_path_factory.mktemp("resume") / "repo")  # data ... embeddings run
+    write_params(repo, {"train": {**TINY["train"], "epochs": 4}})
     return repo
 
 

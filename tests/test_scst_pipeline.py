@@ -13,20 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_repo import TINY, commit_all, copy_project, run, stage_command, write_params
+from tiny_repo import TINY, copy_repository, run, stage_command, write_params
 
 BEFORE_FINETUNE = ("data", "vocab", "features", "embeddings", "train")
 
 
 @pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory, one_thread_each) -> Path:
-    repo = tmp_path_factory.mktemp("scst")
-    copy_project(repo)
-    write_params(repo, TINY)
-    commit_all(repo)
-    run(["dvc", "repro"], repo)
-    commit_all(repo, "tiny pipeline")
-    return repo
+def tiny_repo(tiny_pipeline: Path, tmp_path_factory, one_thread_each) -> Path:
+    """The tiny project after `dvc repro` of every stage (conftest's tiny_pipeline, built once per session)."""
+    return copy_repository(tiny_pipeline, tmp_path_factory.mktemp("scst") / "repo")
 
 
 @pytest.mark.slow

@@ -73,6 +73,29 @@ def write_params(repo: Path, overrides: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def copy_repository(source: Path, target: Path) -> Path:
+    """A copy of a tiny repository built once per test session (conftest's tiny_upstream, tiny_pipeline): its git
+    history, DVC cache, dvc.lock and outputs, so a test changes its own copy and dvc sees nothing to rerun."""
+    shutil.copytree(source, target, symlinks=True)
+    return target
+
+
+def build_tiny(target: Path, stages: tuple[str, ...] = ()) -> Path:
+    """The project in `target` with TINY params, committed; `dvc repro` of `stages` (all when empty), committed."""
+    target.mkdir(parents=True, exist_ok=True)
+    copy_project(target)
+    write_params(target, TINY)
+    commit_all(target)
+    return reproduce(target, stages)
+
+
+def reproduce(repo: Path, stages: tuple[str, ...] = ()) -> Path:
+    """`dvc repro` of `stages` (all when empty) in `repo`, then everything committed, as an author would."""
+    run(["dvc", "repro", *stages], repo)
+    commit_all(repo, f"tiny pipeline: {' '.join(stages) or 'every stage'}")
+    return repo
+
+
 def commit_all(repo: Path, message: str = "project") -> None:
     """Make `repo` a git repository with everything committed, as a clone is (DVCLive needs a commit)."""
     if not (repo / ".git").exists():
