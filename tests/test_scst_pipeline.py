@@ -15,6 +15,8 @@ import torch
 import yaml
 from tiny_repo import TINY, copy_repository, run, stage_command, write_params
 
+from captioning.metrics import METEOR_SWITCH
+
 BEFORE_FINETUNE = ("data", "vocab", "features", "embeddings", "train")
 
 
@@ -99,8 +101,9 @@ def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_repo: 
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_scst_is_one_line_and_the_rerun_resumes(tiny_repo: Path):
+def test_ctrl_c_during_scst_is_one_line_and_the_rerun_resumes(tiny_repo: Path, monkeypatch):
     """SIGINT to the stage's whole process group, as a terminal sends Ctrl-C (the scorer's Java process gets it too)."""
+    monkeypatch.setenv(METEOR_SWITCH, "on")  # METEOR's Java process running beside the stage, as in a real run
     write_params(tiny_repo, {"scst": {**TINY["scst"], "epochs": 6, "baseline": "mean", "lr": 0.002}})
     state, model = tiny_repo / "scratch/finetune/state.pt", tiny_repo / "models/interrupted.pt"
     try:
