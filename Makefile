@@ -5,7 +5,7 @@ STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export TQDM_MININTERVAL := 5
 
-.PHONY: setup repro test lint lock
+.PHONY: setup repro test lint lock coverage
 
 setup: $(STAMP)
 
@@ -33,3 +33,11 @@ lint: $(STAMP)
 
 test: lint
 	pytest
+
+# Line coverage of captioning/ and stages/ by the whole suite, the stage processes the tests start included
+# ([tool.coverage] in pyproject.toml): the total and each module's missed lines.
+coverage: $(STAMP)
+	rm -f .coverage .coverage.*
+	coverage run -m pytest -p no:cacheprovider
+	coverage combine -q
+	coverage report --show-missing

@@ -98,7 +98,7 @@ def main() -> None:
     (plain, gts, res), plain_seconds = timed(lambda: plain_scores(predictions, references))
 
     def scored_with_statistics(captions):  # METEOR's start (loading its paraphrase tables) counted, as in plain
-        with CaptionScorer() as scorer:
+        with CaptionScorer(meteor=True) as scorer:  # with METEOR whatever CAPTIONING_METEOR says: it is measured
             return scorer.statistics(captions, references)
 
     statistics, statistics_seconds = timed(lambda: scored_with_statistics(predictions))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,11 +10,36 @@ import numpy as np
 import pytest
 import torch
 from repo_params import repo_params
+from tiny_repo import UPSTREAM_STAGES, build_tiny, copy_repository, reproduce
 
 from captioning.features.store import FeatureWriter
+from captioning.metrics import METEOR_SWITCH
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 
 VOCAB, EMBED, FEATURE_DIM, REGIONS, HIDDEN = 12, 16, 8, 5, 16
+
+# No METEOR in the stages the tests run (its Java process takes 5-20 s to load its tables), except where a test
+# turns it on (METEOR_SWITCH=on) or a scorer asks for it by name: CaptionScorer(meteor=True).
+# `CAPTIONING_METEOR=on pytest` runs every stage with it.
+os.environ.setdefault(METEOR_SWITCH, "off")
+
+
+@pytest.fixture(scope="session")
+def tiny_upstream(tmp_path_factory) -> Path:
+    """The tiny project (TINY params) after `dvc repro` of data, vocab, features and embeddings, committed. Built
+    once per session and shared: never change it, copy it (copy_repository) into the test's own folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")  # as one_thread_each: small convolutions on 2 busy cores
+        return build_tiny(tmp_path_factory.mktemp("tiny-upstream") / "repo", UPSTREAM_STAGES)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_upstream: Path, tmp_path_factory) -> Path:
+    """tiny_upstream after `dvc repro` of every stage (train, finetune with 0 epochs, evaluate), committed. Shared
+    as tiny_upstream is: copy it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        return reproduce(copy_repository(tiny_upstream, tmp_path_factory.mktemp("tiny-pipeline") / "repo"))
 
 
 @pytest.fixture

@@ -4,13 +4,15 @@ An outcome is either a one-line CaptioningError naming the file, row or key (thr
 point: exit status 1, a single `error: ...` line on stderr, no traceback) or a counted and logged
 skip. Either way no partial output is left behind: no target file, no `.NAME.tmp-*` leftovers.
 
-Tables: PARAM_CASES (params.yaml values), STAGE_CASES (`python -m stages.<name>` in a scratch folder),
+Tables: PARAM_CASES (params.yaml values), STAGE_CASES (a stage's entry point in a scratch folder: in this
+process, and a few as `python -m stages.<name>` for the exit status and stderr of a real process),
 CAPTION_CASES (caption files through the dataset readers), IMAGE_CASES (image files through load_rgb
 and extract_features under both data.on_bad_image policies), FEATURE_FILE_CASES (damaged HDF5).
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import logging
@@ -33,6 +35,7 @@ from PIL import Image
 from repo_params import repo_document
 from tiny_repo import stage_command
 
+from captioning import cli
 from captioning.data.images import MAX_PIXELS, BadImageError, load_rgb
 from captioning.data.readers.dataset import read_dataset
 from captioning.errors import CaptioningError
@@ -238,6 +241,7 @@ class StageCase:
     error: str  # the expected stderr line; {tmp} is the (resolved) folder the stage runs in
     outputs: tuple[str, ...]  # files the stage writes, none of which may exist afterwards
     files: Callable[[Path], None] = lambda folder: None
+    in_subprocess: bool = False  # a real `python -m stages.<name>`, else the same entry point in this process
 
 
 STAGE_CASES = [
@@ -247,6 +251,7 @@ STAGE_CASES = [
             {"data": {"dataset": "imagenet"}},
             "error: params.yaml: data.dataset must be one of scenes, flickr30k, flickr8k, coco, got 'imagenet'",
             DATA_OUTPUTS,
+            in_subprocess=True,
         ),
         id="data-unknown-dataset",
     ),
@@ -435,7 +440,7 @@ STAGE_CASES = [
         id="vocab-max-len-zero",
     ),
     pytest.param(
-        StageCase("vocab", {}, "error: data/dataset.json: file not found", VOCAB_OUTPUTS),
+        StageCase("vocab", {}, "error: data/dataset.json: file not found", VOCAB_OUTPUTS, in_subprocess=True),
         id="vocab-table-missing",
     ),
     pytest.param(
@@ -484,6 +489,7 @@ STAGE_CASES = [
             {"train": {"lr": 0}},
             "error: params.yaml: train.lr must be a number > 0, got 0.0",
             ("models/model.pt", "metrics/train"),
+            in_subprocess=True,
         ),
         id="train-lr-zero",
         marks=pytest.mark.slow,
@@ -547,13 +553,35 @@ def run_stage(folder: Path, stage: str) -> subprocess.CompletedProcess:
     return subprocess.run(stage_command(stage), cwd=folder, env=env, capture_output=True, text=True, timeout=300)
 
 
+def run_stage_here(folder: Path, stage: str, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """What run_stage does, in this process: the stage's main() inside captioning.cli.run, as `python -m
+    stages.<name>` runs it, with dvc.yaml's arguments, in `folder`. An exception that run() does not turn into
+    its one line propagates (a traceback in the real process) and fails the test."""
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    command = stage_command(stage)
+    monkeypatch.setattr(sys, "argv", [f"stages/{stage}.py", *command[3:]])
+    main = importlib.import_module(f"stages.{stage}").main
+    capsys.readouterr()
+    try:
+        cli.run(main)
+        status = 0
+    except SystemExit as exited:
+        status = exited.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(command, status, captured.out, captured.err)
+
+
 @pytest.mark.parametrize("case", STAGE_CASES)
-def test_stage_stops_with_one_error_line(tmp_path: Path, case: StageCase):
+def test_stage_stops_with_one_error_line(tmp_path: Path, monkeypatch, capsys, case: StageCase):
     folder = tmp_path.resolve()
     if case.params is not None:
         (folder / "params.yaml").write_text(yaml.safe_dump(repo_document(case.params)), encoding="utf-8")
     case.files(folder)
-    result = run_stage(folder, case.stage)
+    if case.in_subprocess:
+        result = run_stage(folder, case.stage)
+    else:
+        result = run_stage_here(folder, case.stage, monkeypatch, capsys)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -562,7 +590,7 @@ def test_stage_stops_with_one_error_line(tmp_path: Path, case: StageCase):
     assert leftovers(folder) == []
 
 
-def test_a_1000_word_caption_is_kept_and_only_training_truncates_it(tmp_path: Path):
+def test_a_1000_word_caption_is_kept_and_only_training_truncates_it(tmp_path: Path, monkeypatch, capsys):
     """The reference stays whole in the table; the vocab stage cuts the training copy to vocab.max_len and counts it."""
     flickr30k_files(
         "results_20130124.token", f"a.jpg#0\t{THOUSAND_WORDS}\na.jpg#1\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tA cow .\n"
@@ -575,7 +603,7 @@ def test_a_1000_word_caption_is_kept_and_only_training_truncates_it(tmp_path: Pa
         {"image": "b.png", "split": "test", "captions": [THOUSAND_WORDS]},
     ]
     table_file(rows)(tmp_path)
-    result = run_stage(tmp_path, "vocab")
+    result = run_stage_here(tmp_path, "vocab", monkeypatch, capsys)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "metrics/vocab.json").read_text())["truncated_train_captions"] == 1
     encoded = np.load(tmp_path / "data/captions.npz")

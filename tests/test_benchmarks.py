@@ -18,7 +18,7 @@ import h5py
 import pytest
 import torch
 from tiny_model import write_tiny_model
-from tiny_repo import REPO, TINY, commit_all, copy_project, environment, run, stage_command, write_params
+from tiny_repo import REPO, TINY, commit_all, copy_project, copy_repository, environment, write_params
 
 from captioning.text.vocabulary import Vocabulary
 
@@ -52,12 +52,8 @@ def test_every_benchmark_script_is_run_here():
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory, one_thread_each) -> Path:
-    repo = tmp_path_factory.mktemp("benchmarks")
-    copy_project(repo)
-    write_params(repo, TINY)
-    for name in ("data", "vocab", "features", "embeddings"):
-        run(stage_command(name), repo)
+def project(tiny_upstream: Path, tmp_path_factory, one_thread_each) -> Path:
+    repo = copy_repository(tiny_upstream, tmp_path_factory.mktemp("benchmarks") / "repo")  # data ... embeddings run
     words = Vocabulary.load(repo / "data/vocab.json").words
     with h5py.File(repo / "data/features.h5", "r") as features:
         fingerprint = str(features.attrs["encoder_fingerprint"])

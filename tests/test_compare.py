@@ -15,7 +15,7 @@ import captioning.compare as compare_module
 import captioning.metrics as metrics
 from captioning.compare import check_same_images, compare, main, read_side
 from captioning.errors import CaptioningError
-from captioning.metrics import CaptionScorer
+from captioning.metrics import METEOR_SWITCH, CaptionScorer
 
 IMAGES = 60
 # Writes reports/predictions.json as the evaluate stage does: the first `quality` share of the images get a
@@ -151,7 +151,7 @@ def test_a_side_that_cannot_be_read_is_one_line_and_exit_1(repo, monkeypatch, ca
 
 @pytest.mark.skipif(not metrics.java_available(), reason="Java is not installed")
 def test_the_module_command_runs_compare_with_meteor(repo):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), METEOR_SWITCH: "on"}
     done = subprocess.run(
         [sys.executable, "-m", "captioning", "compare", "better", "workspace", "--json", "--resamples", "100"],
         cwd=repo,

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import FEATURE_DIM, REGIONS, VOCAB
 from repo_params import repo_params, repo_section
-from tiny_repo import TINY, copy_project, run, stage_command, write_params
+from tiny_repo import TINY, copy_repository, run, stage_command, write_params
 
 from captioning import distributed
 from captioning.batching import CaptionSet, iterate_batches
@@ -107,13 +107,10 @@ def test_bad_distributed_params_name_the_key(values, key):
 
 
 @pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory, one_thread_each) -> Path:
-    repo = tmp_path_factory.mktemp("distributed")
-    copy_project(repo)
+def tiny_repo(tiny_upstream: Path, tmp_path_factory, one_thread_each) -> Path:
+    repo = copy_repository(tiny_upstream, tmp_path_factory.mktemp("distributed") / "repo")  # data ... embeddings run
     # fp32 and no dropout: the two runs may differ only by the order of float sums
-    write_params(repo, {**TINY, "train": {**TINY["train"], "precision": "fp32"}})
-    for name in ("data", "vocab", "features", "embeddings"):
-        run(stage_command(name), repo)
+    write_params(repo, {"train": {**TINY["train"], "precision": "fp32"}})
     run(stage_command("train", model="models/one.pt", live="metrics/one"), repo)
     return repo
 

@@ -13,7 +13,7 @@ from repo_params import repo_params
 from scipy.stats import chisquare
 from test_paper import LENGTHS, random_captions
 from test_training import VOCABULARY, FakeScorer, tiny_task  # noqa: F401 (a fixture)
-from tiny_repo import TINY, commit_all, copy_project, run, write_params
+from tiny_repo import TINY, copy_repository, run
 from torch import nn
 
 from captioning.decoding import beam_search, greedy_decode
@@ -337,14 +337,8 @@ def test_a_resumed_hard_run_ends_as_an_uninterrupted_one(make_decoder, tiny_task
 
 
 @pytest.mark.slow
-def test_a_hard_attention_experiment_runs_end_to_end(tmp_path, one_thread_each):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    copy_project(repo)
-    write_params(repo, TINY)
-    commit_all(repo)
-    run(["dvc", "repro"], repo)
-    commit_all(repo, "tiny pipeline")
+def test_a_hard_attention_experiment_runs_end_to_end(tiny_pipeline, tmp_path, one_thread_each):
+    repo = copy_repository(tiny_pipeline, tmp_path / "repo")  # the tiny project after `dvc repro`, committed
     output = run(["dvc", "exp", "run", "-n", "hard", "-S", "model.attention=hard"], repo)
     assert "Running stage 'train'" in output.stdout + output.stderr
     curves = repo / "metrics/train/plots/metrics"

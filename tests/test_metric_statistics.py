@@ -32,7 +32,7 @@ def example(images: int, seed: int = 0) -> tuple[dict[str, str], dict[str, list[
 def scorer():
     if not metrics.java_available():
         pytest.skip("Java is not installed")
-    with CaptionScorer() as scorer:
+    with CaptionScorer(meteor=True) as scorer:
         yield scorer
 
 

@@ -75,7 +75,7 @@ def test_meteor_equals_pycocoevalcap_and_survives_empty_predictions():
     """METEOR 1.5 itself (one Java process, loaded once: seconds, hence `slow`)."""
     if not metrics.java_available():
         pytest.skip("Java is not installed")
-    with CaptionScorer() as scorer:
+    with CaptionScorer(meteor=True) as scorer:
         scores = scorer.score(PREDICTIONS, REFERENCES)
         assert set(scores) == set(METRIC_KEYS)
         expected = coco_caption_scores(PREDICTIONS, REFERENCES, meteor=scorer._meteor)  # pycocoevalcap's Meteor
@@ -97,13 +97,27 @@ def test_predictions_and_references_must_cover_the_same_images(predictions):
         scorer.score(predictions, references)
 
 
+def test_the_environment_switch_leaves_meteor_out_unless_a_scorer_asks_for_it(monkeypatch):
+    """CAPTIONING_METEOR=off (as the test suite sets it): no METEOR by default; meteor=True still has it."""
+    monkeypatch.setattr(metrics, "_nltk_wordnet_available", lambda: True)  # not even NLTK's stands in
+    monkeypatch.setenv(metrics.METEOR_SWITCH, "off")
+    switched_off = CaptionScorer(meteor=None, keep_meteor=False)
+    assert not switched_off._meteor_wanted and not switched_off.nltk_meteor
+    assert set(switched_off.score(PREDICTIONS, REFERENCES)) == set(METRIC_KEYS) - {"meteor"}
+    assert CaptionScorer(meteor=True, keep_meteor=False)._meteor_wanted == metrics.java_available()
+    monkeypatch.setenv(metrics.METEOR_SWITCH, "on")
+    assert CaptionScorer(keep_meteor=False)._meteor_wanted == metrics.java_available()
+    monkeypatch.delenv(metrics.METEOR_SWITCH)
+    assert CaptionScorer(keep_meteor=False)._meteor_wanted == metrics.java_available()
+
+
 def test_without_java_nor_wordnet_there_is_no_meteor_key_and_a_warning(monkeypatch, caplog):
     real_which = metrics.shutil.which
     monkeypatch.setattr(metrics.shutil, "which", lambda name: None if name == "java" else real_which(name))
     monkeypatch.setattr(metrics, "_nltk_wordnet_available", lambda: False)  # as installed here
     assert not metrics.java_available()
     with caplog.at_level(logging.WARNING, logger="captioning.metrics"):
-        scorer = CaptionScorer()
+        scorer = CaptionScorer(meteor=True)
     assert "Java not found" in caplog.text
     assert scorer._meteor is None
     scores = scorer.score(PREDICTIONS, REFERENCES)
@@ -132,7 +146,7 @@ def test_without_java_nltk_meteor_is_reported_under_its_own_key(monkeypatch):
         return 0.25 * len(calls)
 
     monkeypatch.setattr(nltk.translate.meteor_score, "meteor_score", fake_meteor)
-    scores = CaptionScorer().score(PREDICTIONS, REFERENCES)
+    scores = CaptionScorer(meteor=True).score(PREDICTIONS, REFERENCES)
     assert "meteor" not in scores and scores["meteor_nltk"] == pytest.approx((0.25 + 0.5 + 0.75) / 3)
     assert calls[0] == ([r.split() for r in REFERENCES["img1.png"]], "a large red circle at the top left".split())
 
@@ -143,7 +157,7 @@ def test_closing_one_scorer_does_not_leak_the_meteor_process_of_another(monkeypa
     from pycocoevalcap.meteor.meteor import Meteor
 
     monkeypatch.setattr(Meteor, "__del__", Meteor.__del__)  # whatever close() does to the class is undone after
-    first, second = CaptionScorer(), CaptionScorer()
+    first, second = CaptionScorer(meteor=True), CaptionScorer(meteor=True)
     process = second._meteor.meteor_p
     try:
         first.close()
@@ -161,12 +175,12 @@ def test_a_scorer_that_does_not_keep_meteor_runs_it_only_inside_score_with_the_s
     """keep_meteor=False: no idle 1.2 GB Java process between validations (two METEOR loads: `slow`)."""
     if not metrics.java_available():
         pytest.skip("Java is not installed")
-    passing = CaptionScorer(keep_meteor=False)
+    passing = CaptionScorer(meteor=True, keep_meteor=False)
     assert passing._meteor is None  # nothing started before the first score
     first = passing.score(PREDICTIONS, REFERENCES)
     assert passing._meteor is None  # and nothing left running after it
     second = passing.score(PREDICTIONS, REFERENCES)
-    with CaptionScorer() as kept:
+    with CaptionScorer(meteor=True) as kept:
         expected = kept.score(PREDICTIONS, REFERENCES)
     assert 0 < first["meteor"] < 1
     assert first == second == expected
@@ -179,7 +193,7 @@ def test_closing_after_ctrl_c_neither_hangs_nor_raises():
 
     if not metrics.java_available():
         pytest.skip("Java is not installed")
-    scorer = CaptionScorer()
+    scorer = CaptionScorer(meteor=True)
     scorer.score(PREDICTIONS, REFERENCES)
     meteor = scorer._meteor
     meteor.lock.acquire()  # as a call interrupted mid-way leaves it

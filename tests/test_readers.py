@@ -20,6 +20,15 @@ from captioning.errors import CaptioningError, ParamError
 from captioning.params import parse_section
 
 REPO = Path(__file__).resolve().parents[1]
+DOWNLOADS = {  # every real format, as the data stage finds it in its download folder
+    "flickr30k-karpathy": ("flickr30k", lambda root: make_flickr30k(root, layout="karpathy")),
+    "flickr30k-kaggle-csv": ("flickr30k", lambda root: make_flickr30k(root, layout="kaggle", karpathy_json=True)),
+    "flickr30k-token": ("flickr30k", lambda root: make_flickr30k(root, layout="token")),
+    "flickr30k-hf-csv": ("flickr30k", lambda root: make_flickr30k(root, layout="hf")),
+    "flickr8k-token": ("flickr8k", lambda root: make_flickr8k(root, layout="token")),
+    "flickr8k-kaggle-csv": ("flickr8k", lambda root: make_flickr8k(root, layout="kaggle")),
+    "coco-karpathy": ("coco", make_coco),
+}
 
 
 def by_name(table):
@@ -265,19 +274,37 @@ def test_data_params_check_the_format():
         parse_section("data", repo_section("data", dataset="flickr30k"))
 
 
-def test_data_stage_reads_a_real_dataset_in_place(tmp_path, monkeypatch):
-    mini = make_flickr30k(tmp_path / "downloads" / "flickr30k", "hf")
-    work = tmp_path / "project"
+def run_data_stage(work: Path, monkeypatch, data: dict) -> None:
+    """stages/data.py's main() in `work`, in this process, with params.yaml's data section updated by `data`."""
     work.mkdir()
-    params = repo_document({"data": {"dataset": "flickr30k", "root": "../downloads/flickr30k"}})
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    (work / "params.yaml").write_text(yaml.safe_dump(repo_document({"data": data})))
     monkeypatch.chdir(work)
     monkeypatch.setattr(sys, "argv", ["stages/data.py", "--images", "data/images", "--table", "data/dataset.json"])
     spec = importlib.util.spec_from_file_location("data_stage", REPO / "stages" / "data.py")
     stage = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(stage)
     stage.main()
+
+
+def test_data_stage_reads_a_real_dataset_in_place(tmp_path, monkeypatch):
+    mini = make_flickr30k(tmp_path / "downloads" / "flickr30k", "hf")
+    work = tmp_path / "project"
+    run_data_stage(work, monkeypatch, {"dataset": "flickr30k", "root": "../downloads/flickr30k"})
     table = read_table(work / "data" / "dataset.json")
     assert table.image_root == mini.image_dir.resolve() and captions_of(table) == mini.captions
     assert sorted(p.name for p in (work / "data" / "images").iterdir()) == ["MANIFEST.txt"]
     assert str(mini.image_dir.resolve()) in (work / "data" / "images" / "MANIFEST.txt").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", DOWNLOADS)
+def test_data_stage_writes_the_table_of_every_real_download(tmp_path, monkeypatch, name):
+    """The table the later stages read, from each format (test_real_pipeline.py runs them all on COCO's)."""
+    dataset, make = DOWNLOADS[name]
+    mini = make(tmp_path / "download")
+    run_data_stage(tmp_path / "project", monkeypatch, {"dataset": dataset, "root": str(mini.root)})
+    table = read_table(tmp_path / "project" / "data" / "dataset.json")
+    images = captions_of(table)
+    assert set(images) <= set(mini.captions) and len(images) >= len(mini.captions) - 1  # split files may drop one
+    assert all(captions == mini.captions[image] for image, captions in images.items())  # full, untruncated
+    assert {record.split for record in table.images} == {"train", "val", "test"}
+    assert all(table.image_path(record).is_file() for record in table.images)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tiny_repo import TINY, commit_all, copy_project, environment, write_params
+from tiny_repo import commit_all, copy_repository, environment
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread_each")]
 STAGES = ("data", "vocab", "features", "embeddings", "train", "finetune", "evaluate")
@@ -70,14 +70,10 @@ class Team:
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory, one_thread_each) -> Team:
+def team(tiny_pipeline: Path, tmp_path_factory, one_thread_each) -> Team:
     root = tmp_path_factory.mktemp("team")
     author, origin, store = root / "author", root / "origin.git", root / "store"
-    author.mkdir()
-    copy_project(author)
-    write_params(author, TINY)
-    commit_all(author)
-    sh(author, "dvc", "repro")
+    copy_repository(tiny_pipeline, author)  # the tiny project after `dvc repro`, committed
     (author / "scratch/train").mkdir(parents=True, exist_ok=True)
     (author / "scratch/train/state.pt").write_bytes(SCRATCH_STATE)
     sh(author, "dvc", "remote", "add", "-d", "store", str(store))

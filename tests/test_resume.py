@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_repo import TINY, copy_project, run, stage_command, write_params
+from tiny_repo import TINY, copy_repository, run, stage_command, write_params
 
 STAGE_ENV_PATH = Path(sys.executable).parent
 
@@ -32,12 +32,9 @@ def kill_when(process: subprocess.Popen, ready, timeout: float = 120.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("resume")
-    copy_project(repo)
-    write_params(repo, {**TINY, "train": {**TINY["train"], "epochs": 4}})
-    for name in ("data", "vocab", "features", "embeddings"):
-        run(stage_command(name), repo)
+def prepared(tiny_upstream: Path, tmp_path_factory) -> Path:
+    repo = copy_repository(tiny_upstream, tmp_path_factory.mktemp("resume") / "repo")  # data ... embeddings run
+    write_params(repo, {"train": {**TINY["train"], "epochs": 4}})
     return repo
 
 
@@ -92,6 +89,7 @@ def test_embeddings_for_another_vocabulary_are_refused_naming_both_files(prepare
     embeddings = prepared / "data/embeddings.npy"
     original = embeddings.read_bytes()
     matrix = np.load(embeddings)
+    embeddings.unlink()  # a read-only link into the DVC cache (tiny_upstream ran dvc repro): replace, never write
     np.save(embeddings, matrix[:-1])
     try:
         result = run(stage_command("train"), prepared, check=False)

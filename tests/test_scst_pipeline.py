@@ -13,20 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_repo import TINY, commit_all, copy_project, run, stage_command, write_params
+from tiny_repo import TINY, copy_repository, run, stage_command, write_params
+
+from captioning.metrics import METEOR_SWITCH
 
 BEFORE_FINETUNE = ("data", "vocab", "features", "embeddings", "train")
 
 
 @pytest.fixture(scope="module")
-def tiny_repo(tmp_path_factory, one_thread_each) -> Path:
-    repo = tmp_path_factory.mktemp("scst")
-    copy_project(repo)
-    write_params(repo, TINY)
-    commit_all(repo)
-    run(["dvc", "repro"], repo)
-    commit_all(repo, "tiny pipeline")
-    return repo
+def tiny_repo(tiny_pipeline: Path, tmp_path_factory, one_thread_each) -> Path:
+    """The tiny project after `dvc repro` of every stage (conftest's tiny_pipeline, built once per session)."""
+    return copy_repository(tiny_pipeline, tmp_path_factory.mktemp("scst") / "repo")
 
 
 @pytest.mark.slow
@@ -104,8 +101,9 @@ def test_finetune_killed_mid_run_resumes_to_the_uninterrupted_result(tiny_repo: 
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_scst_is_one_line_and_the_rerun_resumes(tiny_repo: Path):
+def test_ctrl_c_during_scst_is_one_line_and_the_rerun_resumes(tiny_repo: Path, monkeypatch):
     """SIGINT to the stage's whole process group, as a terminal sends Ctrl-C (the scorer's Java process gets it too)."""
+    monkeypatch.setenv(METEOR_SWITCH, "on")  # METEOR's Java process running beside the stage, as in a real run
     write_params(tiny_repo, {"scst": {**TINY["scst"], "epochs": 6, "baseline": "mean", "lr": 0.002}})
     state, model = tiny_repo / "scratch/finetune/state.pt", tiny_repo / "models/interrupted.pt"
     try:

@@ -73,6 +73,43 @@ def write_params(repo: Path, overrides: dict) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def copy_repository(source: Path, target: Path) -> Path:
+    """A copy of a tiny repository built once per test session (conftest's tiny_upstream, tiny_pipeline): its git
+    history, DVC cache, dvc.lock and outputs, so a test changes its own copy and dvc sees nothing to rerun.
+
+    Files linked to each other stay linked in the copy, as DVC's hardlink cache has them: an output is a read-only
+    link to its cache object (replace it to change it, never write through it)."""
+    copied: dict[tuple[int, int], str] = {}
+
+    def copy_keeping_links(from_path: str, to_path: str) -> str:
+        status = os.stat(from_path)
+        if status.st_nlink > 1:
+            first = copied.setdefault((status.st_dev, status.st_ino), to_path)
+            if first != to_path:
+                os.link(first, to_path)
+                return to_path
+        return shutil.copy2(from_path, to_path)
+
+    shutil.copytree(source, target, symlinks=True, copy_function=copy_keeping_links)
+    return target
+
+
+def build_tiny(target: Path, stages: tuple[str, ...] = ()) -> Path:
+    """The project in `target` with TINY params, committed; `dvc repro` of `stages` (all when empty), committed."""
+    target.mkdir(parents=True, exist_ok=True)
+    copy_project(target)
+    write_params(target, TINY)
+    commit_all(target)
+    return reproduce(target, stages)
+
+
+def reproduce(repo: Path, stages: tuple[str, ...] = ()) -> Path:
+    """`dvc repro` of `stages` (all when empty) in `repo`, then everything committed, as an author would."""
+    run(["dvc", "repro", *stages], repo)
+    commit_all(repo, f"tiny pipeline: {' '.join(stages) or 'every stage'}")
+    return repo
+
+
 def commit_all(repo: Path, message: str = "project") -> None:
     """Make `repo` a git repository with everything committed, as a clone is (DVCLive needs a commit)."""
     if not (repo / ".git").exists():
