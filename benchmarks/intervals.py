@@ -97,12 +97,13 @@ def main() -> None:
 
     (plain, gts, res), plain_seconds = timed(lambda: plain_scores(predictions, references))
 
-    def scored_with_statistics(captions):  # METEOR's start (loading its paraphrase tables) counted, as in plain
-        with CaptionScorer(meteor=True) as scorer:  # with METEOR whatever CAPTIONING_METEOR says: it is measured
-            return scorer.statistics(captions, references)
+    def start_and_score():  # METEOR's start (loading its paraphrase tables) counted, as in plain scoring
+        scorer = CaptionScorer(meteor=True)  # with METEOR whatever CAPTIONING_METEOR says: it is measured
+        return scorer, scorer.statistics(predictions, references)
 
-    statistics, statistics_seconds = timed(lambda: scored_with_statistics(predictions))
-    other_statistics = scored_with_statistics(other)
+    (scorer, statistics), statistics_seconds = timed(start_and_score)
+    with scorer:  # the same METEOR process scores the other side of the paired comparison
+        other_statistics = scorer.statistics(other, references)
     intervals, interval_seconds = timed(lambda: bootstrap_intervals(statistics, args.resamples, seed=0))
     _, paired_seconds = timed(lambda: paired_comparison(statistics, other_statistics, args.resamples, seed=0))
     rng = np.random.default_rng(0)

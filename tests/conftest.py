@@ -12,8 +12,9 @@ import torch
 from repo_params import repo_params
 from tiny_repo import UPSTREAM_STAGES, build_tiny, copy_repository, reproduce
 
+from captioning import metrics
 from captioning.features.store import FeatureWriter
-from captioning.metrics import METEOR_SWITCH
+from captioning.metrics import METEOR_SWITCH, CaptionScorer
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 
 VOCAB, EMBED, FEATURE_DIM, REGIONS, HIDDEN = 12, 16, 8, 5, 16
@@ -40,6 +41,17 @@ def tiny_pipeline(tiny_upstream: Path, tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OMP_NUM_THREADS", "1")
         return reproduce(copy_repository(tiny_upstream, tmp_path_factory.mktemp("tiny-pipeline") / "repo"))
+
+
+@pytest.fixture(scope="session")
+def meteor_scorer():
+    """One CaptionScorer with METEOR 1.5 kept running, shared by the tests that only score with it: its Java
+    process loads its paraphrase tables once (5-20 s) instead of once per test. Tests of starting, stopping or
+    killing METEOR make their own."""
+    if not metrics.java_available():
+        pytest.skip("Java is not installed")
+    with CaptionScorer(meteor=True) as scorer:
+        yield scorer
 
 
 @pytest.fixture

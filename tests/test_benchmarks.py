@@ -18,7 +18,7 @@ import h5py
 import pytest
 import torch
 from tiny_model import write_tiny_model
-from tiny_repo import REPO, TINY, commit_all, copy_project, copy_repository, environment, write_params
+from tiny_repo import REPO, TINY, copy_repository, environment
 
 from captioning.text.vocabulary import Vocabulary
 
@@ -97,14 +97,13 @@ def test_the_gpu_check_stops_with_one_line_without_a_gpu(project: Path):
     ]
 
 
-def test_the_remote_benchmark_shares_a_tiny_run_through_a_folder_remote(tmp_path: Path, one_thread_each):
-    """benchmarks/remote.sh on a committed tiny project: run, push, pull in a fresh clone, nothing left to run."""
-    project = tmp_path / "project"
-    project.mkdir()
-    copy_project(project)
-    write_params(project, TINY)
-    commit_all(project)
-    env = dict(environment(), PYTHONPATH="")
+def test_the_remote_benchmark_shares_a_tiny_run_through_a_folder_remote(
+    tiny_pipeline: Path, tmp_path: Path, one_thread_each
+):
+    """benchmarks/remote.sh on the committed tiny pipeline: its clone restores the run from the project's DVC
+    cache (CACHE), pushes, a fresh clone pulls the same model and features and has nothing left to run."""
+    project = copy_repository(tiny_pipeline, tmp_path / "project")
+    env = dict(environment(), PYTHONPATH="", CACHE=".dvc/cache")
     result = subprocess.run(
         ["bash", "benchmarks/remote.sh", str(tmp_path / "bench")],
         cwd=project, env=env, capture_output=True, text=True, timeout=600,

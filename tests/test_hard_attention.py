@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -13,7 +12,6 @@ from repo_params import repo_params
 from scipy.stats import chisquare
 from test_paper import LENGTHS, random_captions
 from test_training import VOCABULARY, FakeScorer, tiny_task  # noqa: F401 (a fixture)
-from tiny_repo import TINY, copy_repository, run
 from torch import nn
 
 from captioning.decoding import beam_search, greedy_decode
@@ -333,23 +331,4 @@ def test_a_resumed_hard_run_ends_as_an_uninterrupted_one(make_decoder, tiny_task
         assert torch.equal(resumed.state_dict()[name], tensor), name
 
 
-# --- end to end -------------------------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_a_hard_attention_experiment_runs_end_to_end(tiny_pipeline, tmp_path, one_thread_each):
-    repo = copy_repository(tiny_pipeline, tmp_path / "repo")  # the tiny project after `dvc repro`, committed
-    output = run(["dvc", "exp", "run", "-n", "hard", "-S", "model.attention=hard"], repo)
-    assert "Running stage 'train'" in output.stdout + output.stderr
-    curves = repo / "metrics/train/plots/metrics"
-    for name in ("hard_baseline", "reinforce_variance"):  # one row per epoch, after the header
-        rows = (curves / f"{name}.tsv").read_text().splitlines()
-        assert len(rows) == 1 + TINY["train"]["epochs"], rows
-        assert all(math.isfinite(float(row.split("\t")[-1])) for row in rows[1:]), rows
-    assert float((curves / "hard_baseline.tsv").read_text().splitlines()[-1].split("\t")[-1]) < 0
-    metrics = json.loads((repo / "metrics/evaluate.json").read_text())
-    assert 0.0 <= metrics["bleu_4"] <= 1.0
-    shown = run(["dvc", "exp", "show", "--md"], repo).stdout
-    assert "hard" in shown and "reinforce_variance" in shown
-    payload = torch.load(repo / "models/model.pt", weights_only=True)
-    assert payload["config"]["attention"] == "hard"
+# End to end, through `dvc exp run -S model.attention=hard`: tests/test_pipeline.py's experiment test.

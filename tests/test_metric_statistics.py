@@ -9,9 +9,7 @@ import random
 import numpy as np
 import pytest
 
-import captioning.metrics as metrics
 from captioning.metric_statistics import BLEU_COLUMNS, METEOR_COLUMNS, ImageStatistics, bleu_from_sums
-from captioning.metrics import CaptionScorer
 
 WORDS = "a the red blue green small large circle square triangle at on top left right bottom of in middle".split()
 
@@ -29,11 +27,8 @@ def example(images: int, seed: int = 0) -> tuple[dict[str, str], dict[str, list[
 
 
 @pytest.fixture(scope="module")
-def scorer():
-    if not metrics.java_available():
-        pytest.skip("Java is not installed")
-    with CaptionScorer(meteor=True) as scorer:
-        yield scorer
+def scorer(meteor_scorer):
+    return meteor_scorer  # the session's (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -71,20 +71,18 @@ def test_a_perfect_prediction_scores_one_and_an_empty_one_zero(java_scorer):
 
 
 @pytest.mark.slow
-def test_meteor_equals_pycocoevalcap_and_survives_empty_predictions():
-    """METEOR 1.5 itself (one Java process, loaded once: seconds, hence `slow`)."""
-    if not metrics.java_available():
-        pytest.skip("Java is not installed")
-    with CaptionScorer(meteor=True) as scorer:
-        scores = scorer.score(PREDICTIONS, REFERENCES)
-        assert set(scores) == set(METRIC_KEYS)
-        expected = coco_caption_scores(PREDICTIONS, REFERENCES, meteor=scorer._meteor)  # pycocoevalcap's Meteor
-        for key in METRIC_KEYS:
-            assert scores[key] == pytest.approx(expected[key], abs=1e-9), key
-        assert 0 < scores["meteor"] < 1
-        references = {"a": ["a red circle on the left"], "b": ["a small blue square"]}
-        assert scorer.score({"a": "a red circle on the left", "b": "a small blue square"}, references)["meteor"] > 0.9
-        assert scorer.score({"a": "", "b": "..."}, references)["meteor"] == 0.0
+def test_meteor_equals_pycocoevalcap_and_survives_empty_predictions(meteor_scorer):
+    """METEOR 1.5 itself (the session's Java process, conftest.py: seconds to load, hence `slow`)."""
+    scorer = meteor_scorer
+    scores = scorer.score(PREDICTIONS, REFERENCES)
+    assert set(scores) == set(METRIC_KEYS)
+    expected = coco_caption_scores(PREDICTIONS, REFERENCES, meteor=scorer._meteor)  # pycocoevalcap's Meteor
+    for key in METRIC_KEYS:
+        assert scores[key] == pytest.approx(expected[key], abs=1e-9), key
+    assert 0 < scores["meteor"] < 1
+    references = {"a": ["a red circle on the left"], "b": ["a small blue square"]}
+    assert scorer.score({"a": "a red circle on the left", "b": "a small blue square"}, references)["meteor"] > 0.9
+    assert scorer.score({"a": "", "b": "..."}, references)["meteor"] == 0.0
 
 
 @pytest.mark.parametrize(
@@ -171,17 +169,15 @@ def test_closing_one_scorer_does_not_leak_the_meteor_process_of_another(monkeypa
 
 
 @pytest.mark.slow
-def test_a_scorer_that_does_not_keep_meteor_runs_it_only_inside_score_with_the_same_result():
-    """keep_meteor=False: no idle 1.2 GB Java process between validations (two METEOR loads: `slow`)."""
-    if not metrics.java_available():
-        pytest.skip("Java is not installed")
+def test_a_scorer_that_does_not_keep_meteor_runs_it_only_inside_score_with_the_same_result(meteor_scorer):
+    """keep_meteor=False: no idle 1.2 GB Java process between validations (two METEOR loads: `slow`); the
+    same scores as the session's kept scorer."""
     passing = CaptionScorer(meteor=True, keep_meteor=False)
     assert passing._meteor is None  # nothing started before the first score
     first = passing.score(PREDICTIONS, REFERENCES)
     assert passing._meteor is None  # and nothing left running after it
     second = passing.score(PREDICTIONS, REFERENCES)
-    with CaptionScorer(meteor=True) as kept:
-        expected = kept.score(PREDICTIONS, REFERENCES)
+    expected = meteor_scorer.score(PREDICTIONS, REFERENCES)
     assert 0 < first["meteor"] < 1
     assert first == second == expected
 

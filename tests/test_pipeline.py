@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from tiny_repo import TINY, UPSTREAM_STAGES, copy_repository, run, write_params
 
 
@@ -32,19 +34,32 @@ def test_repro_writes_every_output_and_leaves_status_clean(tiny_repo: Path):
 
 
 @pytest.mark.slow
-def test_experiment_reruns_only_train_and_evaluate(tiny_repo: Path):
-    result = run(["dvc", "exp", "run", "-n", "faster-lr", "-S", "train.lr=0.003"], tiny_repo)
+def test_a_hard_attention_experiment_reruns_only_train_and_evaluate(tiny_repo: Path):
+    """One experiment for two questions (each `dvc exp run` trains and evaluates again): does an experiment rerun
+    only what its change touches, and does hard attention (section 4.1) run end to end through the pipeline?"""
+    result = run(["dvc", "exp", "run", "-n", "hard", "-S", "model.attention=hard"], tiny_repo)
     output = result.stdout + result.stderr
     for stage in UPSTREAM_STAGES:
         assert f"Stage '{stage}' didn't change, skipping" in output, output
     assert "Running stage 'train'" in output and "Running stage 'evaluate'" in output
 
     params_diff = run(["dvc", "params", "diff"], tiny_repo).stdout
-    assert "train.lr" in params_diff and "0.003" in params_diff
+    assert "model.attention" in params_diff and "hard" in params_diff
     metrics_diff = run(["dvc", "metrics", "diff"], tiny_repo).stdout
     assert "train_loss" in metrics_diff, metrics_diff
     shown = run(["dvc", "exp", "show", "--md"], tiny_repo).stdout
-    assert "faster-lr" in shown and "bleu_4" in shown
+    assert "hard" in shown and "bleu_4" in shown and "reinforce_variance" in shown
+
+    curves = tiny_repo / "metrics/train/plots/metrics"
+    for name in ("hard_baseline", "reinforce_variance"):  # one row per epoch, after the header
+        rows = (curves / f"{name}.tsv").read_text().splitlines()
+        assert len(rows) == 1 + TINY["train"]["epochs"], rows
+        assert all(math.isfinite(float(row.split("\t")[-1])) for row in rows[1:]), rows
+    assert float((curves / "hard_baseline.tsv").read_text().splitlines()[-1].split("\t")[-1]) < 0
+    metrics = json.loads((tiny_repo / "metrics/evaluate.json").read_text())
+    assert 0.0 <= metrics["bleu_4"] <= 1.0
+    payload = torch.load(tiny_repo / "models/model.pt", weights_only=True)
+    assert payload["config"]["attention"] == "hard"
 
 
 @pytest.mark.slow
