@@ -25,7 +25,7 @@ def main() -> None:
         vectors = load_word2vec(params.word2vec_path, params.limit, params.dim)
         source = params.word2vec_path
     else:
-        sentences = [tokens for record in read_table(args.table).split("train") for tokens in record.tokenized()]
+        sentences, _ = read_table(args.table).tokenized_captions("train")
         vectors = train_word2vec(sentences, params.dim, params.window, params.epochs, params.seed)
         source = "training captions"
     matrix, coverage = embedding_matrix(vocabulary.words, vectors, params.seed)
