@@ -12,7 +12,6 @@ and extract_features under both data.on_bad_image policies), FEATURE_FILE_CASES 
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
 import logging
@@ -33,9 +32,8 @@ import yaml
 from fixtures_real import write_jpeg
 from PIL import Image
 from repo_params import repo_document
-from tiny_repo import stage_command
+from tiny_repo import run_stage_here, stage_command
 
-from captioning import cli
 from captioning.data.images import MAX_PIXELS, BadImageError, load_rgb
 from captioning.data.readers.dataset import read_dataset
 from captioning.errors import CaptioningError
@@ -551,25 +549,6 @@ STAGE_CASES = [
 def run_stage(folder: Path, stage: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
     return subprocess.run(stage_command(stage), cwd=folder, env=env, capture_output=True, text=True, timeout=300)
-
-
-def run_stage_here(folder: Path, stage: str, monkeypatch, capsys) -> subprocess.CompletedProcess:
-    """What run_stage does, in this process: the stage's main() inside captioning.cli.run, as `python -m
-    stages.<name>` runs it, with dvc.yaml's arguments, in `folder`. An exception that run() does not turn into
-    its one line propagates (a traceback in the real process) and fails the test."""
-    monkeypatch.chdir(folder)
-    monkeypatch.setenv("TQDM_DISABLE", "1")
-    command = stage_command(stage)
-    monkeypatch.setattr(sys, "argv", [f"stages/{stage}.py", *command[3:]])
-    main = importlib.import_module(f"stages.{stage}").main
-    capsys.readouterr()
-    try:
-        cli.run(main)
-        status = 0
-    except SystemExit as exited:
-        status = exited.code
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(command, status, captured.out, captured.err)
 
 
 @pytest.mark.parametrize("case", STAGE_CASES)

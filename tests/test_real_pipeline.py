@@ -1,6 +1,9 @@
 """A real dataset format, data -> evaluate: a miniature COCO download (real JPEGs, the exact file format, image
 names in subfolders, 5-7 references per image), scored with METEOR 1.5 itself. The other six formats go through
-the data stage in-process in test_readers.py; past it, every format is the same table."""
+the data stage in-process in test_readers.py; past it, every format is the same table.
+
+The stages up to finetune run in this process, each main() with dvc.yaml's arguments; evaluate runs as its own
+process, METEOR's Java beside it. The stages as separate processes under `dvc repro` are test_pipeline.py's."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from pathlib import Path
 import h5py
 import pytest
 from fixtures_real import make_coco
-from tiny_repo import TINY, copy_project, run, stage_command, write_params
+from tiny_repo import TINY, copy_project, run, run_stage_here, stage_command, write_params
 
 from captioning.metrics import METEOR_SWITCH, java_available
 
@@ -18,14 +21,15 @@ STAGES = ("data", "vocab", "features", "embeddings", "train", "finetune")  # dvc
 
 
 @pytest.mark.slow
-def test_pipeline_runs_on_a_miniature_coco_download(tmp_path: Path, monkeypatch):
+def test_pipeline_runs_on_a_miniature_coco_download(tmp_path: Path, monkeypatch, capsys):
     mini = make_coco(tmp_path / "download")
     repo = tmp_path / "repo"
     repo.mkdir()
     copy_project(repo)
     write_params(repo, {**TINY, "data": {"dataset": "coco", "root": str(mini.root)}, "evaluate": {"figures": 1}})
     for stage in STAGES:
-        run(stage_command(stage), repo)
+        result = run_stage_here(repo, stage, monkeypatch, capsys)
+        assert result.returncode == 0, f"{stage}:\n{result.stderr}"
     monkeypatch.setenv(METEOR_SWITCH, "on")  # the one stage run of the suite scored with METEOR's Java
     run(stage_command("evaluate"), repo)
 

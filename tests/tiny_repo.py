@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shlex
 import shutil
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import yaml
+
+from captioning import cli
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM_STAGES = ("data", "vocab", "features", "embeddings")
@@ -35,6 +38,26 @@ def stage_command(name: str, **paths: str | Path) -> list[str]:
         else:
             command += [f"--{option}", str(value)]
     return [sys.executable, *command[1:]]
+
+
+def run_stage_here(folder: Path, stage: str, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """What `run(stage_command(stage), folder)` does, in this process: the stage's main() inside
+    captioning.cli.run, as `python -m stages.<name>` runs it, with dvc.yaml's arguments, in `folder`, without a
+    new interpreter's seconds of imports. An exception that run() does not turn into its one line propagates (a
+    traceback in the real process) and fails the test."""
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    command = stage_command(stage)
+    monkeypatch.setattr(sys, "argv", [f"stages/{stage}.py", *command[3:]])
+    main = importlib.import_module(f"stages.{stage}").main
+    capsys.readouterr()
+    try:
+        cli.run(main)
+        status = 0
+    except SystemExit as exited:
+        status = exited.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(command, status, captured.out, captured.err)
 
 
 def environment() -> dict[str, str]:
