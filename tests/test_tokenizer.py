@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
+import unicodedata
+
 import pytest
 
-from captioning.text.tokenizer import tokenize
+from captioning.text.tokenizer import WORD_PATTERN, _visible, tokenize
 
 
 @pytest.mark.parametrize(
@@ -31,3 +34,15 @@ def test_tokenize(text, expected):
 
 def test_decomposed_and_composed_accents_give_the_same_word():
     assert tokenize("cafe\u0301") == tokenize("caf\u00e9") == ["café"]
+
+
+def test_the_words_are_the_ones_nltks_regexp_tokenizer_finds():
+    from nltk.tokenize import RegexpTokenizer
+
+    nltk_words = RegexpTokenizer(WORD_PATTERN)
+    alphabet = "aZé9_'’ -.,\n\t\u200b\u0301ﬁ!\U0001f436"
+    texts = ["".join(random.Random(seed).choices(alphabet, k=seed % 40)) for seed in range(2000)]
+    texts += ["A man's hat, a dogs' bone!", "don't 'quote' me''s", "o'clock 3'4 _a_ é'é"]
+    for text in texts:
+        visible = _visible(unicodedata.normalize("NFKC", text)).lower()
+        assert tokenize(text) == nltk_words.tokenize(visible), repr(text)
