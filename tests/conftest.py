@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,23 +26,53 @@ VOCAB, EMBED, FEATURE_DIM, REGIONS, HIDDEN = 12, 16, 8, 5, 16
 # `CAPTIONING_METEOR=on pytest` runs every stage with it.
 os.environ.setdefault(METEOR_SWITCH, "off")
 
+# pytest-xdist runs the suite in one worker per core (`-n auto`, pyproject.toml). Each worker, and the stage
+# processes it starts, gets its share of the cores: two processes that each spin OpenMP threads on every core run
+# many times slower than one.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    THREADS = max(1, len(os.sched_getaffinity(0)) // WORKERS)
+    torch.set_num_threads(THREADS)
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker per core, at most four (each worker starts its own METEOR, 1.2 GB of Java)."""
+    return min(len(os.sched_getaffinity(0)), 4)
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], Path]) -> Path:
+    """`build(folder)` run once per test session, its repository shared. Under pytest-xdist each worker is a process
+    with its own session fixtures: the first worker to ask builds in the folder all workers share, the others wait
+    for it (a file lock) instead of building their own."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # every worker's base folder lives in the run's
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # left by a worker whose build failed
+            folder.mkdir()
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setenv("OMP_NUM_THREADS", "1")  # as one_thread_each: small convolutions on 2 busy cores
+                build(folder / "repo")
+            done.touch()
+    return folder / "repo"
+
 
 @pytest.fixture(scope="session")
 def tiny_upstream(tmp_path_factory) -> Path:
     """The tiny project (TINY params) after `dvc repro` of data, vocab, features and embeddings, committed. Built
     once per session and shared: never change it, copy it (copy_repository) into the test's own folder."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")  # as one_thread_each: small convolutions on 2 busy cores
-        return build_tiny(tmp_path_factory.mktemp("tiny-upstream") / "repo", UPSTREAM_STAGES)
+    return built_once(tmp_path_factory, "tiny-upstream", lambda repo: build_tiny(repo, UPSTREAM_STAGES))
 
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_upstream: Path, tmp_path_factory) -> Path:
     """tiny_upstream after `dvc repro` of every stage (train, finetune with 0 epochs, evaluate), committed. Shared
     as tiny_upstream is: copy it."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("OMP_NUM_THREADS", "1")
-        return reproduce(copy_repository(tiny_upstream, tmp_path_factory.mktemp("tiny-pipeline") / "repo"))
+    return built_once(tmp_path_factory, "tiny-pipeline", lambda repo: reproduce(copy_repository(tiny_upstream, repo)))
 
 
 @pytest.fixture(scope="session")
