@@ -36,6 +36,7 @@ if WORKERS > 1:
     os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: no error where it is not installed
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto`: one worker per core, at most four (each worker starts its own METEOR, 1.2 GB of Java)."""
     return min(len(os.sched_getaffinity(0)), 4)
