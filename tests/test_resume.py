@@ -75,11 +75,12 @@ def test_training_ignores_state_saved_for_another_configuration(prepared: Path):
     state = prepared / "scratch/train/state.pt"
     process = stage(prepared, "train")
     kill_when(process, lambda: state.exists())
+    params = (prepared / "params.yaml").read_text()
     write_params(prepared, {"train": {"lr": 0.002, "epochs": 1}})  # one epoch: the rerun only has to start afresh
     try:
         result = run(stage_command("train"), prepared)
     finally:
-        write_params(prepared, {"train": {"lr": 0.001, "epochs": 4}})
+        (prepared / "params.yaml").write_text(params)
     output = result.stdout + result.stderr
     assert "resuming" not in output and "another configuration" in output
 
