@@ -1,13 +1,14 @@
 """Stage `data`: materialise the dataset as image files plus the caption table.
 
 Generated scenes are drawn into --images. A real dataset (Flickr30k, Flickr8k, COCO) is read in place
-under data.root: the table points at its absolute image folder and --images only holds MANIFEST.txt.
+under data.root: the table names its images by folder under data.root and content, --images only holds
+MANIFEST.txt, and the images whose content differs from the previous table are named.
 """
 
 import argparse
 
 from captioning.cli import log, run, stage_arguments
-from captioning.data.readers.dataset import read_dataset, write_manifest
+from captioning.data.readers.dataset import read_dataset, report_changes, write_manifest
 from captioning.data.scenes import write_scenes
 from captioning.data.table import check_splits, write_table
 from captioning.params import load_params
@@ -36,6 +37,7 @@ def main() -> None:
     else:
         table = read_dataset(params.dataset, params.root, params.format, params.seed)
         check_splits(table, f"{params.dataset} in data.root={params.root}")
+        report_changes(args.table, table)
         write_manifest(args.images, table)
     write_table(args.table, table)
     log.info("%d %s images in %s, table %s", len(table.images), table.dataset, table.image_root, args.table)

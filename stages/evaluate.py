@@ -4,7 +4,7 @@ import argparse
 
 from captioning.checkpoint import check_vocabulary, load_model
 from captioning.cli import run, stage_arguments
-from captioning.data.table import read_table
+from captioning.data.table import check_contents, read_table
 from captioning.decoding import beam_search
 from captioning.device import select_device
 from captioning.evaluation import caption_and_score
@@ -26,7 +26,8 @@ def main() -> None:
     decoder, saved = load_model(args.model, device)
     check_vocabulary(args.model, saved["words"], args.vocab, vocabulary.words)
     store = FeatureStore(args.features, memory_budget_bytes=0)  # the test split only: read as needed
-    table = read_table(args.table)
+    table = read_table(args.table, load_params("data").root)  # data.root: where, on this machine, not what
+    check_contents(table, table.split("test"), args.table)  # the figures and the gallery show them
 
     def decode(model, features):
         start, end = vocabulary.start, vocabulary.end

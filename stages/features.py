@@ -3,7 +3,7 @@
 import argparse
 
 from captioning.cli import log, run, stage_arguments
-from captioning.data.table import read_table
+from captioning.data.table import check_contents, read_table
 from captioning.device import select_device
 from captioning.features.parts import extract_table
 from captioning.io import check_writable
@@ -17,11 +17,12 @@ def arguments() -> argparse.ArgumentParser:
 def main() -> None:
     args = arguments().parse_args()
     params = load_params("features")
-    on_bad_image = load_params("data").on_bad_image
+    data = load_params("data")  # data.root says where the images are on this machine, not what they are
 
-    table = read_table(args.table)
+    table = read_table(args.table, data.root)
+    check_contents(table, table.images, args.table)
     check_writable(args.output, args.scratch / "parts")
-    report = extract_table(table, args.table, args.output, args.scratch, params, on_bad_image, select_device())
+    report = extract_table(table, args.table, args.output, args.scratch, params, data.on_bad_image, select_device())
     rate, skipped = report.images_per_second, len(report.skipped)
     log.info("%d images in %.0f s (%.1f images/s), %d skipped", report.written, report.seconds, rate, skipped)
 

@@ -68,7 +68,7 @@ def test_quirky_captions_are_kept_in_full(tmp_path):
     assert duplicated[0] == duplicated[1] and len(duplicated) == 5
     # and they survive the caption table file
     write_table(tmp_path / "dataset.json", table)
-    again = read_table(tmp_path / "dataset.json")
+    again = read_table(tmp_path / "dataset.json", tmp_path)
     assert captions_of(again) == captions_of(table) and again.image_root == table.image_root
 
 
@@ -276,7 +276,7 @@ def test_data_params_check_the_format():
 
 def run_data_stage(work: Path, monkeypatch, data: dict) -> None:
     """stages/data.py's main() in `work`, in this process, with params.yaml's data section updated by `data`."""
-    work.mkdir()
+    work.mkdir(exist_ok=True)
     (work / "params.yaml").write_text(yaml.safe_dump(repo_document({"data": data})))
     monkeypatch.chdir(work)
     monkeypatch.setattr(sys, "argv", ["stages/data.py", "--images", "data/images", "--table", "data/dataset.json"])
@@ -290,10 +290,33 @@ def test_data_stage_reads_a_real_dataset_in_place(tmp_path, monkeypatch):
     mini = make_flickr30k(tmp_path / "downloads" / "flickr30k", "hf")
     work = tmp_path / "project"
     run_data_stage(work, monkeypatch, {"dataset": "flickr30k", "root": "../downloads/flickr30k"})
-    table = read_table(work / "data" / "dataset.json")
+    table = read_table(work / "data" / "dataset.json", "../downloads/flickr30k")
     assert table.image_root == mini.image_dir.resolve() and captions_of(table) == mini.captions
     assert sorted(p.name for p in (work / "data" / "images").iterdir()) == ["MANIFEST.txt"]
-    assert str(mini.image_dir.resolve()) in (work / "data" / "images" / "MANIFEST.txt").read_text(encoding="utf-8")
+    manifest = (work / "data" / "images" / "MANIFEST.txt").read_text(encoding="utf-8")
+    assert manifest == "flickr30k: 12 images are read in place from flickr30k-images/ under data.root (params.yaml)\n"
+
+
+def test_the_same_images_in_another_folder_give_the_same_table(tmp_path, monkeypatch, caplog):
+    """The table names images by name and content, not by folder (a teammate's copy of a pulled run's dataset);
+    rerun over its previous table, the stage names the images whose content differs."""
+    mini = make_flickr30k(tmp_path / "mine", "karpathy")
+    run_data_stage(tmp_path / "a", monkeypatch, {"dataset": "flickr30k", "root": str(mini.root)})
+    shared = (tmp_path / "a" / "data" / "dataset.json").read_bytes()
+    assert str(tmp_path).encode() not in shared  # no folder of this machine
+    theirs = tmp_path / "elsewhere" / "f30k"
+    theirs.parent.mkdir()
+    mini.root.rename(theirs)
+    run_data_stage(tmp_path / "b", monkeypatch, {"dataset": "flickr30k", "root": str(theirs)})
+    assert (tmp_path / "b" / "data" / "dataset.json").read_bytes() == shared
+
+    changed = theirs / mini.image_dir.relative_to(mini.root) / "1000092795.jpg"
+    write_jpeg(changed, seed=99)
+    with caplog.at_level(logging.INFO):
+        run_data_stage(tmp_path / "b", monkeypatch, {"dataset": "flickr30k", "root": str(theirs)})
+    named = [r.getMessage() for r in caplog.records if "differ from the previous caption table" in r.getMessage()]
+    assert len(named) == 1 and named[0].startswith("1 images differ") and "1000092795.jpg" in named[0]
+    assert (tmp_path / "b" / "data" / "dataset.json").read_bytes() != shared
 
 
 @pytest.mark.parametrize("name", DOWNLOADS)
@@ -302,7 +325,7 @@ def test_data_stage_writes_the_table_of_every_real_download(tmp_path, monkeypatc
     dataset, make = DOWNLOADS[name]
     mini = make(tmp_path / "download")
     run_data_stage(tmp_path / "project", monkeypatch, {"dataset": dataset, "root": str(mini.root)})
-    table = read_table(tmp_path / "project" / "data" / "dataset.json")
+    table = read_table(tmp_path / "project" / "data" / "dataset.json", mini.root)
     images = captions_of(table)
     assert set(images) <= set(mini.captions) and len(images) >= len(mini.captions) - 1  # split files may drop one
     assert all(captions == mini.captions[image] for image, captions in images.items())  # full, untruncated

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from captioning.data.table import CaptionTable, ImageRecord, check_image_name, read_table, write_table
+from captioning.data.table import (
+    CaptionTable,
+    ImageRecord,
+    changed_contents,
+    check_contents,
+    check_image_name,
+    file_sha256,
+    read_table,
+    write_table,
+)
 from captioning.errors import CaptioningError
 
 
@@ -47,6 +56,61 @@ def test_a_relative_image_root_is_stored_relative_to_the_table(tmp_path, monkeyp
     read = read_table(Path("data/dataset.json"))
     assert read.image_root == Path("data/images")
     assert read.image_path(read.images[1]) == Path("data/images/sub/b.jpg")
+
+
+def real_dataset(root: Path) -> CaptionTable:
+    """A table of images read in place under data.root = `root`, each with its content recorded."""
+    (root / "photos" / "sub").mkdir(parents=True)
+    table = CaptionTable("flickr30k", root / "photos", small_table(root).images, data_root=root)
+    for index, record in enumerate(table.images):
+        table.image_path(record).write_bytes(bytes([index]) * 100)
+        record.sha256 = file_sha256(table.image_path(record))
+    return table
+
+
+def test_a_real_dataset_is_stored_under_data_root_and_read_from_anothers(tmp_path):
+    write_table(tmp_path / "dataset.json", real_dataset(tmp_path / "mine"))
+    stored = json.loads((tmp_path / "dataset.json").read_text())
+    assert stored["image_root"] == "${data.root}/photos" and str(tmp_path) not in json.dumps(stored)
+    assert stored["images"][0]["sha256"] == file_sha256(tmp_path / "mine" / "photos" / "a.png")
+
+    theirs = read_table(tmp_path / "dataset.json", tmp_path / "theirs")
+    assert theirs.image_root == tmp_path / "theirs" / "photos" and theirs.data_root == tmp_path / "theirs"
+    assert theirs.image_path(theirs.images[1]) == tmp_path / "theirs" / "photos" / "sub" / "b.jpg"
+    write_table(tmp_path / "again.json", theirs)  # written back from another folder: the same bytes
+    assert (tmp_path / "again.json").read_bytes() == (tmp_path / "dataset.json").read_bytes()
+
+    captions_only = read_table(tmp_path / "dataset.json")  # the stages that never open an image
+    assert captions_only.image_root is None and captions_only.images[2].captions == ["a man's hat"]
+    with pytest.raises(CaptioningError, match=r"flickr30k images are read in place under data.root"):
+        captions_only.image_path(captions_only.images[0])
+
+
+def test_images_whose_content_differs_from_the_table_are_named(tmp_path):
+    table = real_dataset(tmp_path)
+    check_contents(table, table.images, "dataset.json")  # the files it was made from
+    (tmp_path / "photos" / "sub" / "b.jpg").write_bytes(b"another photo")
+    (tmp_path / "photos" / "d.png").unlink()  # missing: left to data.on_bad_image, not a content error
+    with pytest.raises(
+        CaptioningError,
+        match=r"^dataset.json: 1 images in .*photos are not the files this table was made from \(sub/b.jpg\)",
+    ):
+        check_contents(table, table.images, "dataset.json")
+    check_contents(table, table.split("test"), "dataset.json")  # only the records asked about are read
+
+    changed = real_dataset(tmp_path / "copy")
+    changed.images[1].sha256 = file_sha256(tmp_path / "photos" / "sub" / "b.jpg")
+    changed.images[3].sha256 = None
+    assert changed_contents(table, changed) == ["sub/b.jpg", "d.png"]
+    assert changed_contents(table, real_dataset(tmp_path / "same")) == []
+
+
+def test_a_malformed_content_hash_names_the_row(tmp_path):
+    path = write_raw(
+        tmp_path / "dataset.json", [{"image": "a.png", "split": "train", "captions": ["x"], "sha256": "abc"}]
+    )
+    with pytest.raises(CaptioningError, match=r"images\[0\] \(a.png\): 'sha256' must be 64 lowercase hex digits"):
+        read_table(path)
 
 
 def test_splits_and_indices():

@@ -29,6 +29,7 @@ from captioning.data.images import BadImageError
 from captioning.demo.explain import Explainer, Explanation, attention_overlay, provenance, split_images
 from captioning.errors import CaptioningError
 from captioning.figures import attention_grid
+from captioning.params import load_params
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,14 @@ UPLOADS_KEPT_S = 3600  # uploads and the images shown are deleted from Gradio's 
 # once with Gradio's "Queue is full" (HTTP 503; gradio_client raises QueueError) instead of waiting minutes.
 MODEL_CONCURRENCY = 1
 QUEUE_SIZE = 64
+
+
+def data_root_here() -> str | None:
+    """params.yaml's data.root when the demo runs in the project (a real dataset's test images are under it)."""
+    try:
+        return load_params("data").root
+    except CaptioningError:
+        return None
 
 
 def markdown_table(header: tuple[str, ...], rows: list[tuple]) -> str:
@@ -274,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read when gradio is imported: no telemetry, no version check
     import gradio as gr
 
-    app = build_app(explainer, provenance(args.model, payload, args.table), split_images(args.table))
+    test_images = split_images(args.table, data_root=data_root_here())
+    app = build_app(explainer, provenance(args.model, payload, args.table), test_images)
     try:
         app.launch(
             server_name=args.host,

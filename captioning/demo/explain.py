@@ -152,16 +152,19 @@ def attention_overlay(display: Image.Image, weights: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
-def split_images(table_path: str | Path | None, split: str = "test") -> dict[str, Path]:
-    """The caption table's images of a split, {name: path}; none when there is no table (a model used elsewhere)."""
+def split_images(
+    table_path: str | Path | None, split: str = "test", data_root: str | Path | None = None
+) -> dict[str, Path]:
+    """The caption table's images of a split, {name: path}; none when there is no table (a model used elsewhere).
+    `data_root`: params.yaml's data.root, where a real dataset's images are on this machine."""
     if table_path is None or not Path(table_path).is_file():
         return {}
     try:
-        table = read_table(table_path)
+        table = read_table(table_path, data_root)
+        return {record.image: table.image_path(record) for record in table.split(split)}
     except CaptioningError as error:
         log.warning("no test images to pick from: %s", error)
         return {}
-    return {record.image: table.image_path(record) for record in table.split(split)}
 
 
 def table_dataset(table_path: str | Path | None) -> str | None:

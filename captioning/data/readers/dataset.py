@@ -23,7 +23,7 @@ from captioning.data.readers.flickr8k import SPLIT_FILES, read_captions_csv, rea
 from captioning.data.readers.flickr30k import read_hf_csv, read_results_csv, read_token_file
 from captioning.data.readers.karpathy import karpathy_split, read_karpathy
 from captioning.data.readers.split import apply_split
-from captioning.data.table import CaptionTable, ImageRecord
+from captioning.data.table import CaptionTable, ImageRecord, changed_contents, image_contents, read_table
 from captioning.errors import CaptioningError
 from captioning.io import atomic_path
 from captioning.params import DATASET_FORMATS
@@ -81,7 +81,8 @@ def read_captions(dataset: str, format: str, path: Path) -> Captions:
 
 
 def read_dataset(dataset: str, root: str | Path, format: str = "auto", seed: int = 0) -> CaptionTable:
-    """The caption table of a downloaded dataset; its image_root is the absolute image folder."""
+    """The caption table of a downloaded dataset: its image folder under `root` (data.root) and each image's
+    content (sha256), so that the written table names no folder of this machine (see table.py)."""
     root = Path(root).expanduser().resolve()
     if dataset not in DATASET_FORMATS:
         raise CaptioningError(
@@ -119,7 +120,11 @@ def read_dataset(dataset: str, root: str | Path, format: str = "auto", seed: int
         apply_split(captions, dataset, known, source, seed)
     records = list(captions.images.values())
     image_root = find_image_root(root, [record.image for record in records], search)
-    table = CaptionTable(dataset, image_root, [ImageRecord(r.image, r.split, r.captions, r.tokens) for r in records])
+    table = CaptionTable(
+        dataset, image_root, [ImageRecord(r.image, r.split, r.captions, r.tokens) for r in records], data_root=root
+    )
+    for record, sha256 in zip(table.images, image_contents(table, table.images)):
+        record.sha256 = sha256  # None for the missing images find_image_root has warned of
     log.info(
         "%s: %d images (%d train, %d val, %d test), %d captions, images in %s",
         dataset,
@@ -132,9 +137,35 @@ def read_dataset(dataset: str, root: str | Path, format: str = "auto", seed: int
 
 
 def write_manifest(folder: Path, table: CaptionTable) -> None:
-    """A real dataset's images are read in place (the table names their folder): `folder`, the data stage's
-    image output, holds only MANIFEST.txt, which says how many and where."""
+    """A real dataset's images are read in place: `folder`, the data stage's image output, holds only
+    MANIFEST.txt, which says how many and from where, in words that are the same on every machine."""
+    inside = table.image_root.relative_to(table.data_root).as_posix()
+    where = "data.root" if inside == "." else f"{inside}/ under data.root"
     with atomic_path(folder) as temporary:
         temporary.mkdir()
-        manifest = f"{table.dataset}: {len(table.images)} images are read in place from\n{table.image_root}\n"
+        manifest = f"{table.dataset}: {len(table.images)} images are read in place from {where} (params.yaml)\n"
         (temporary / "MANIFEST.txt").write_text(manifest, encoding="utf-8")
+
+
+def report_changes(previous: Path, table: CaptionTable) -> None:
+    """Name the images whose content differs from the caption table at `previous`, the one this table replaces
+    (dvc.yaml keeps it for this: persist). A teammate who pulled a run and points data.root at their own copy
+    of the dataset learns which of their files are not the ones the run was made from."""
+    try:
+        before = read_table(previous) if previous.is_file() else None
+    except CaptioningError:
+        before = None
+    if before is None or before.dataset != table.dataset:
+        return
+    changed = changed_contents(before, table)
+    if changed:
+        shown = ", ".join(changed[:10]) + (", ..." if len(changed) > 10 else "")
+        log.warning(
+            "%d images differ from the previous caption table %s (other content, or missing): %s; the stages "
+            "after data run again",
+            len(changed),
+            previous,
+            shown,
+        )
+    else:
+        log.info("every image the previous caption table %s lists has the same content here", previous)
