@@ -65,7 +65,7 @@ def run_training(
 
     torch.manual_seed(params.seed)
     table, vocabulary = read_table(files.table), Vocabulary.load(files.vocab)
-    store = FeatureStore(files.features, memory_budget_bytes=int(params.feature_memory_gb * 2**30))
+    store = FeatureStore(files.features, memory_budget_bytes=int(params.feature_memory_gb * 1e9))
     recipe = FeatureRecipe.from_dict(store.attrs, str(files.features), "rerun the features stage (dvc repro features)")
     check_splits(table, files.table, store.skipped)
     check_writable(files.model, files.scratch / "state.pt")

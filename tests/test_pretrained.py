@@ -131,6 +131,16 @@ def test_imagenet_offline_names_the_checkpoint_path(offline, monkeypatch):
         build_encoder("imagenet", imagenet_variant="IMAGENET1K_V1")
 
 
+def test_the_offline_hint_follows_xdg_cache_home_without_torch_home(offline, monkeypatch, tmp_path):
+    """Where torch.hub looks: $TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub (not always ~/.cache)."""
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", torch.hub.load_state_dict_from_url)
+    monkeypatch.delenv("TORCH_HOME")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    expected = tmp_path / "xdg" / "torch" / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
+    with pytest.raises(CaptioningError, match=f"copy resnet50-11ad3fa6.pth to {expected}"):
+        build_encoder("imagenet", imagenet_variant="IMAGENET1K_V2")
+
+
 def test_imagenet_checkpoint_copied_into_torch_home_is_used_offline(offline, resnet_state):
     path, state = resnet_state
     checkpoints = offline / "hub" / "checkpoints"

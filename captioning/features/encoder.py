@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -41,7 +40,7 @@ class FrozenEncoder(nn.Module):
 
 def _checkpoint_hint(variant: str) -> str:
     filename = Path(torchvision.models.ResNet50_Weights[variant].url).name
-    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+    hub = Path(torch.hub.get_dir()) / "checkpoints"  # $TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub, else ~/.cache
     return (
         f"copy {filename} to {hub / filename}, or set features.weights to the path of a local "
         f"ResNet50 state dict (.pth)"

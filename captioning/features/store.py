@@ -2,8 +2,8 @@
 
 Written incrementally, one chunk per image, so a Flickr30k- or COCO-sized file never has to fit in
 memory; read either whole (when it fits the memory budget) or batch by batch. The budget is also
-held to half the memory the machine has available: Flickr30k's 6.2 GB fit the default 8 GB budget,
-but not a machine with 8 GB of RAM, where loading them would get the stage killed.
+held to half the memory the machine has available: Flickr30k's 6.2 GB (10^9 bytes, as every size here)
+would fit an 8 GB budget, but not a machine with 8 GB of RAM, where loading them would get the stage killed.
 """
 
 from __future__ import annotations
