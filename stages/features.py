@@ -18,10 +18,11 @@ def main() -> None:
     args = arguments().parse_args()
     params = load_params("features")
     on_bad_image = load_params("data").on_bad_image
+    device = select_device()  # a GPU that torch cannot use stops the stage here, before any work
 
     table = read_table(args.table)
     check_writable(args.output, args.scratch / "parts")
-    report = extract_table(table, args.table, args.output, args.scratch, params, on_bad_image, select_device())
+    report = extract_table(table, args.table, args.output, args.scratch, params, on_bad_image, device)
     rate, skipped = report.images_per_second, len(report.skipped)
     log.info("%d images in %.0f s (%.1f images/s), %d skipped", report.written, report.seconds, rate, skipped)
 
