@@ -62,6 +62,7 @@ def torchrun_command(params: TrainParams, module: str, args: list[str], node_ran
 
 def relaunch_with_torchrun(params: TrainParams, module: str, args: list[str]) -> None:
     """Replace this process by torchrun running `python -m module args` in nproc_per_node processes."""
+    select_device()  # a GPU that torch cannot use stops here, in one line, not in every process
     command = torchrun_command(params, module, args)
     log.info("%d processes on this node, %d in all: %s", params.nproc_per_node, params.world_size, " ".join(command))
     for other in range(params.nnodes):
@@ -78,7 +79,7 @@ def setup() -> World:
         return World(0, 0, 1, select_device())
     rank, local_rank, size = (int(os.environ[name]) for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"))
     die_with_parent()  # torchrun killed (kill -9 of the stage) -> no orphaned rank trains on
-    if torch.cuda.is_available():
+    if select_device().type == "cuda":  # each process on the GPU of its local rank
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         dist.init_process_group("nccl", timeout=datetime.timedelta(minutes=30), device_id=device)

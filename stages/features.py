@@ -18,11 +18,12 @@ def main() -> None:
     args = arguments().parse_args()
     params = load_params("features")
     data = load_params("data")  # data.root says where the images are on this machine, not what they are
+    device = select_device()  # a GPU that torch cannot use stops the stage here, before any work
 
     table = read_table(args.table, data.root)
     check_contents(table, table.images, args.table)
     check_writable(args.output, args.scratch / "parts")
-    report = extract_table(table, args.table, args.output, args.scratch, params, data.on_bad_image, select_device())
+    report = extract_table(table, args.table, args.output, args.scratch, params, data.on_bad_image, device)
     rate, skipped = report.images_per_second, len(report.skipped)
     log.info("%d images in %.0f s (%.1f images/s), %d skipped", report.written, report.seconds, rate, skipped)
 
