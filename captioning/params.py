@@ -251,6 +251,20 @@ class ScstParams(Section):
             )
 
 
+# Knobs of the machine: they change how fast a stage runs or where its work runs, never what it writes, so dvc.yaml
+# leaves them out of the stages' params (a new value reruns nothing; tests/test_machine_knobs.py holds each one
+# result-neutral). Batch sizes are not: features.batch_size 5 against 16 changed the fp32 features, and
+# evaluate.batch_size 1 against 8 an attention figure (batched convolutions and beam search round differently).
+MACHINE_KNOBS = (
+    "features.num_workers",  # image-decoding processes
+    "features.nproc",  # extracting processes (GPUs)
+    "features.chunk_size",  # images per resumable part
+    "train.feature_memory_gb",  # features read into RAM or batch by batch
+    "train.node_rank",  # which machine runs DVC in a several-machine run
+    "train.master_addr",  # where node_rank 0 listens (several machines only)
+    "train.master_port",
+)
+
 SECTIONS = {
     "data": DataParams,
     "vocab": VocabParams,
