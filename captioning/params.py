@@ -264,6 +264,10 @@ MACHINE_KNOBS = (
     "train.master_addr",  # where node_rank 0 listens (several machines only)
     "train.master_port",
 )
+# The data stage reads its dataset from data.root; the features and evaluate stages read it only to find the same
+# images on this machine (the caption table says which, by name and content: captioning/data/table.py), so to them
+# it is a knob of the machine too, and a teammate's other folder reruns the data stage alone.
+IMAGE_FOLDER = "data.root"
 
 SECTIONS = {
     "data": DataParams,
