@@ -269,6 +269,14 @@ MACHINE_KNOBS = (
 # it is a knob of the machine too, and a teammate's other folder reruns the data stage alone.
 IMAGE_FOLDER = "data.root"
 
+
+def without_machine_knobs(section: str, params: Section) -> dict:
+    """`params` of `section` as a dict without its machine knobs: what identifies a run to resume, so an
+    interrupted run restarted with more workers or another RAM budget goes on where it stopped."""
+    knobs = {key.partition(".")[2] for key in MACHINE_KNOBS if key.startswith(f"{section}.")}
+    return {key: value for key, value in dataclasses.asdict(params).items() if key not in knobs}
+
+
 SECTIONS = {
     "data": DataParams,
     "vocab": VocabParams,

@@ -28,7 +28,7 @@ from captioning.features.store import FeatureStore
 from captioning.io import check_writable, run_fingerprint
 from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
-from captioning.params import ModelParams, TrainParams
+from captioning.params import ModelParams, TrainParams, without_machine_knobs
 from captioning.resume import ResumeFile
 from captioning.text.vocabulary import Vocabulary
 from captioning.training import feature_statistics, fit
@@ -87,7 +87,10 @@ def run_training(
         world.size,
     )
 
-    resume = ResumeFile(files.scratch / "state.pt", run_fingerprint([params, model_params, finetune], files.inputs))
+    resume = ResumeFile(
+        files.scratch / "state.pt",
+        run_fingerprint([without_machine_knobs("train", params), model_params, finetune], files.inputs),
+    )
     scoring = CaptionScorer() if world.is_main else nullcontext()
     with EpochLog(files.live, enabled=world.is_main) as epoch_log, scoring as scorer:  # scorer: None on the others
         validation = Validation(val, store, vocabulary, scorer, params.val_max_len, device)

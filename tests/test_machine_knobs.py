@@ -28,7 +28,7 @@ from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.parts import extract_table
 from captioning.features.store import FeatureStore
 from captioning.metrics import METRIC_KEYS
-from captioning.params import IMAGE_FOLDER, MACHINE_KNOBS, SECTIONS
+from captioning.params import IMAGE_FOLDER, MACHINE_KNOBS, SECTIONS, parse_section, without_machine_knobs
 from captioning.text.vocabulary import SPECIALS, Vocabulary, encode_captions
 from captioning.training import feature_statistics, fit
 
@@ -252,3 +252,16 @@ def test_dvc_exp_run_with_new_machine_knobs_runs_no_stage_and_a_rerun_writes_the
     assert outs(after, "train")[model] == outs(before, "train")[model]
     status = run(["dvc", "status"], repo)
     assert "up to date" in status.stdout, status.stdout
+
+
+def test_a_run_is_resumed_whatever_the_knobs():
+    """The train stage's resume key leaves the knobs out: restarted with another RAM budget, it goes on."""
+    section = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))["train"]
+    here = parse_section("train", section)
+    elsewhere = parse_section("train", {**section, "feature_memory_gb": 64.0, "master_port": 29501})
+    other_run = parse_section("train", {**section, "lr": section["lr"] / 2})
+    assert without_machine_knobs("train", here) == without_machine_knobs("train", elsewhere)
+    assert without_machine_knobs("train", here) != without_machine_knobs("train", other_run)
+    assert "feature_memory_gb" not in without_machine_knobs("train", here) and "lr" in without_machine_knobs(
+        "train", here
+    )
