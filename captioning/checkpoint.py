@@ -37,8 +37,10 @@ def save_torch(path: str | Path, value: object) -> None:
     """
     buffer = io.BytesIO()
     torch.save(value, buffer)
-    with atomic_path(path) as temporary:
-        write_bytes(temporary, buffer.getbuffer())
+    # The view is released even when the write fails: an exported view left in the failure's traceback cycle
+    # crashes the garbage collector of CPython 3.12.0 and 3.12.1 (gh-111049; docs/reproducibility.md).
+    with atomic_path(path) as temporary, buffer.getbuffer() as view:
+        write_bytes(temporary, view)
 
 
 # The fields load_model and its callers read, and what each holds (for the error naming a missing one).
