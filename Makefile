@@ -1,4 +1,5 @@
 # Two commands on a fresh clone:  `make repro` (set up, then run the pipeline)  and  `make test`.
+PYTHON ?= python3
 VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed
@@ -9,20 +10,35 @@ export TQDM_MININTERVAL := 5
 
 setup: $(STAMP)
 
-# Exactly the versions in requirements.lock (hash-checked), then the project itself without resolving anything.
+# The Pythons requirements.lock is resolved and tested for (docs/reproducibility.md), checked before anything is
+# downloaded. Written for any python, 2.7 included, so that an old one gets this line and not a syntax error.
+SUPPORTED := CPython 3.10-3.13
+define CHECK_PYTHON
+import platform, sys
+version = platform.python_version()
+if platform.python_implementation() != "CPython" or not (3, 10) <= sys.version_info[:2] <= (3, 13):
+    sys.exit("error: $(PYTHON) is %s %s; this project supports $(SUPPORTED) (make setup PYTHON=python3.12, say)" % (platform.python_implementation(), version))
+endef
+export CHECK_PYTHON
+
+# Exactly the versions in requirements.lock for this Python (hash-checked; pip picks the lines whose markers match),
+# then the project itself without resolving anything.
 $(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; this project needs $(SUPPORTED) (make setup PYTHON=/path/to/python3)" >&2; exit 1; }
+	@$(PYTHON) -c "$$CHECK_PYTHON"
 	@command -v java >/dev/null || { echo "error: Java not found: the scorer (pycocoevalcap: PTB tokenizer, METEOR 1.5) needs a JRE, e.g. apt-get install default-jre-headless" >&2; exit 1; }
-	python3 -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --require-hashes --no-deps -r requirements.lock
 	$(BIN)/pip install --no-deps --no-build-isolation -e .
 	touch $@
 
-# Regenerate the lock from pyproject.toml; versions already locked are kept unless UPGRADE=1.
+# Regenerate the lock from pyproject.toml: one file for every supported Python and the platforms of [tool.uv]
+# environments, a line per version with its markers; versions already locked are kept unless UPGRADE=1.
+UV_VERSION := 0.13.10
 lock:
-	python3 -m venv .lock-venv && .lock-venv/bin/pip install -q pip-tools
-	.lock-venv/bin/pip-compile -q --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
-		--no-emit-find-links --extra dev --extra demo --extra ssh --build-deps-for editable $(if $(UPGRADE),--upgrade) \
-		-o requirements.lock pyproject.toml
+	$(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install -q uv==$(UV_VERSION)
+	.lock-venv/bin/uv pip compile -q --universal --python-version 3.10 --generate-hashes --custom-compile-command "make lock" \
+		--extra dev --extra demo --extra ssh --group build $(if $(UPGRADE),--upgrade) -o requirements.lock pyproject.toml
 
 repro: $(STAMP)
 	dvc repro
