@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 LOCKED_EXTRAS = ("dev", "demo", "ssh")  # what `make setup` installs; the Makefile's `lock` target names the same
 UNLOCKED_EXTRAS = ("s3",)  # declared for users, untested here: pip resolves them when asked (docs/remote.md)
 SUPPORTED = ("3.10", "3.11", "3.12", "3.13")  # the Makefile's check and requires-python say the same (tested below)
+REFUSED = ("3.12.0", "3.12.1")  # their collector crashes on the project's checkpoint buffers (docs/reproducibility.md)
 PLATFORMS = {  # the marker values of pyproject.toml's [tool.uv] environments
     "Linux x86-64": {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64"},
     "Linux aarch64": {"sys_platform": "linux", "platform_system": "Linux", "platform_machine": "aarch64"},
@@ -130,32 +131,45 @@ def test_supported_pythons_agree():
     """pyproject's requires-python, the Makefile's check and the platforms here name the same Pythons and places."""
     requires_python = SpecifierSet(pyproject()["project"]["requires-python"])
     for minor in range(6, 16):
-        assert requires_python.contains(f"3.{minor}.0") == (f"3.{minor}" in SUPPORTED)
+        assert requires_python.contains(f"3.{minor}.5") == (f"3.{minor}" in SUPPORTED)
+    assert not any(requires_python.contains(version) for version in REFUSED)
+    assert requires_python.contains("3.12.2")
     makefile = (REPO / "Makefile").read_text()
     first, last = SUPPORTED[0].split("."), SUPPORTED[-1].split(".")
     assert f"({first[0]}, {first[1]}) <= sys.version_info[:2] <= ({last[0]}, {last[1]})" in makefile
-    assert f"SUPPORTED := CPython {SUPPORTED[0]}-{SUPPORTED[-1]}" in makefile
+    assert "(3, 12, 0) <= sys.version_info[:3] < (3, 12, 2)" in makefile
+    assert re.search(r"^SUPPORTED := CPython 3\.10-3\.13 \(3\.12 from 3\.12\.2\)$", makefile, re.M)
     environments = [Marker(m) for m in pyproject()["tool"]["uv"]["environments"]]
     assert len(environments) == len(PLATFORMS)
     for platform in PLATFORMS:
         assert sum(m.evaluate(marker_environment("3.11.7", platform)) for m in environments) == 1
 
 
-def test_makefile_refuses_an_unsupported_python_before_installing(tmp_path):
+def check_python(tmp_path: Path, version: tuple[int, int, int]) -> subprocess.CompletedProcess:
+    """The Makefile's version check, run by this interpreter posing as `version`."""
     makefile = (REPO / "Makefile").read_text()
     check = re.search(r"^define CHECK_PYTHON\n(.*?)^endef$", makefile, re.S | re.M).group(1)
+    supported = re.search(r"^SUPPORTED := (.*)$", makefile, re.M).group(1)
     script = tmp_path / "check.py"
-    script.write_text(
-        check.replace("$(PYTHON)", "python3").replace("$(SUPPORTED)", f"CPython {SUPPORTED[0]}-{SUPPORTED[-1]}")
-    )
-    ok = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
-    too_old = "import sys; sys.version_info = (3, 9, 18, 'final', 0); exec(open(sys.argv[1]).read())"
-    refused = subprocess.run([sys.executable, "-c", too_old, str(script)], capture_output=True, text=True)
+    script.write_text(check.replace("$(PYTHON)", "python3").replace("$(SUPPORTED)", supported))
+    pose = f"import sys; sys.version_info = {(*version, 'final', 0)!r}; exec(open(sys.argv[1]).read())"
+    return subprocess.run([sys.executable, "-c", pose, str(script)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("version", [(3, 10, 0), (3, 11, 7), (3, 12, 2), (3, 13, 0)])
+def test_makefile_accepts_a_supported_python(tmp_path, version):
+    accepted = check_python(tmp_path, version)
+    assert accepted.returncode == 0, accepted.stderr
+
+
+@pytest.mark.parametrize("version", [(3, 9, 18), (3, 12, 0), (3, 12, 1), (3, 14, 0)])
+def test_makefile_refuses_another_python_in_one_line_before_installing(tmp_path, version):
+    refused = check_python(tmp_path, version)
     assert refused.returncode == 1
     assert refused.stderr.startswith("error: python3 is CPython ")
-    assert "this project supports CPython 3.10-3.13" in refused.stderr
+    assert "this project supports CPython 3.10-3.13 (3.12 from 3.12.2)" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
+    makefile = (REPO / "Makefile").read_text()
     setup = makefile[makefile.index("$(STAMP): requirements.lock") :]
     assert setup.index('$(PYTHON) -c "$$CHECK_PYTHON"') < setup.index("$(PYTHON) -m venv")
 
