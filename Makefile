@@ -11,15 +11,12 @@ export TQDM_MININTERVAL := 5
 setup: $(STAMP)
 
 # The Pythons requirements.lock is resolved and tested for (docs/reproducibility.md), checked before anything is
-# downloaded. 3.12.0 and 3.12.1 are refused: their garbage collector crashes on a BytesIO view in a reference cycle
-# (CPython gh-111049, fixed in 3.12.2), which a failed checkpoint write leaves. Written for any python, 2.7 included,
-# so that an old one gets this line and not a syntax error.
-SUPPORTED := CPython 3.10-3.13 (3.12 from 3.12.2)
+# downloaded. Written for any python, 2.7 included, so that an old one gets this line and not a syntax error.
+SUPPORTED := CPython 3.10-3.13
 define CHECK_PYTHON
 import platform, sys
 version = platform.python_version()
-if (platform.python_implementation() != "CPython" or not (3, 10) <= sys.version_info[:2] <= (3, 13)
-        or (3, 12, 0) <= sys.version_info[:3] < (3, 12, 2)):
+if platform.python_implementation() != "CPython" or not (3, 10) <= sys.version_info[:2] <= (3, 13):
     sys.exit("error: $(PYTHON) is %s %s; this project supports $(SUPPORTED) (make setup PYTHON=python3.13, say)" % (platform.python_implementation(), version))
 endef
 export CHECK_PYTHON
@@ -48,8 +45,8 @@ lock: $(UV)
 
 # The lock installs on the supported Pythons the suite does not run on (CI runs it on one): each into a throwaway
 # venv, the hash-checked lock and the project, then the tests of the lock, of the stages' bad input (they save
-# checkpoints, fork, fail on full disks) and of training. A Python the check above refuses (3.12.1, say) gets the
-# install and an import only. uv downloads in parallel and keeps one cache of the wheels the Pythons share (torch's
+# checkpoints, fork, fail on full disks) and of training. A Python the check above refuses gets the install and an
+# import only. uv downloads in parallel and keeps one cache of the wheels the Pythons share (torch's
 # CUDA libraries); `make setup` stays plain pip, which reuses wheels already here.
 LOCK_PYTHONS ?= python3.10 python3.12 python3.13
 LOCK_TESTS ?= tests/test_lock.py tests/test_bad_input.py tests/test_training.py

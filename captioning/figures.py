@@ -51,6 +51,13 @@ def figure_pixels(panels: int) -> tuple[int, int]:
     return round(columns * PANEL_INCHES * DPI), round(rows * (PANEL_INCHES + TITLE_INCHES) * DPI)
 
 
+def inches(pixels: int) -> float:
+    """pixels / DPI, raised by its last bit where the division rounds down (2.3 in x 100 dpi = 229.99999999999997):
+    matplotlib 3.10 truncates the product to 229 pixels, later releases round it to 230."""
+    size = pixels / DPI
+    return size if size * DPI >= pixels else math.nextafter(size, math.inf)
+
+
 def upsample(weights: np.ndarray, side: int, size: tuple[int, int]) -> np.ndarray:
     """One word's weights (R,) as a smooth (height, width) map: the g x g grid resized bicubically."""
     grid = np.asarray(weights, dtype=np.float32).reshape(side, side)  # (g, g), row-major like the feature map
@@ -71,7 +78,7 @@ def build_attention_figure(image: Image.Image, words: list[str], weights: np.nda
     panels = 1 + (len(words) if side is not None else 0)
     rows, columns = panel_grid(panels)
     width, height = figure_pixels(panels)
-    figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    figure = Figure(figsize=(inches(width), inches(height)), dpi=DPI)
     figure.subplots_adjust(
         left=0.01,
         right=0.99,
