@@ -153,13 +153,13 @@ def check_python(tmp_path: Path, version: tuple[int, int, int]) -> subprocess.Co
     return subprocess.run([sys.executable, "-c", pose, str(script)], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("version", [(3, 10, 0), (3, 11, 7), (3, 12, 2), (3, 13, 0)])
+@pytest.mark.parametrize("version", [(3, 10, 0), (3, 11, 7), (3, 12, 1), (3, 13, 0)])
 def test_makefile_accepts_a_supported_python(tmp_path, version):
     accepted = check_python(tmp_path, version)
     assert accepted.returncode == 0, accepted.stderr
 
 
-@pytest.mark.parametrize("version", [(3, 9, 18), (3, 12, 0), (3, 12, 1), (3, 14, 0)])
+@pytest.mark.parametrize("version", [(3, 9, 18), (3, 14, 0)])
 def test_makefile_refuses_another_python_in_one_line_before_installing(tmp_path, version):
     refused = check_python(tmp_path, version)
     assert refused.returncode == 1
