@@ -57,6 +57,8 @@ class FastEncodedImages(NamedTuple):
 class FastCaptionDecoder(CaptionDecoder):
     """CaptionDecoder with the same parameters and interface (encode, initial_state, step, forward)."""
 
+    reads_lengths_on_host = True  # forward takes the lengths on the host too (captioning.training.caption_loss)
+
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
         # (f.float() - mean) / std on one new (B, L, D) buffer, in place, rather than three.
         dtype = torch.promote_types(torch.float32, self.feature_mean.dtype)
@@ -140,8 +142,10 @@ class FastCaptionDecoder(CaptionDecoder):
         regions = self.standardise(features)
         keys, values = self._keys_and_values(regions)
         hidden, cell = self._initial_state(regions.mean(dim=1))
-        steps = lengths - 1  # predict words 1..L-1 from words 0..L-2
-        batch_sizes = (steps.unsqueeze(0) > torch.arange(int(steps.max()), device=steps.device).unsqueeze(1)).sum(1)
+        # The active rows of each step from the lengths on the host (captioning/batching.py keeps them there):
+        # reading them from a GPU would make the host wait for the kernels queued so far, twice a batch.
+        steps = lengths.cpu() - 1  # predict words 1..L-1 from words 0..L-2
+        batch_sizes = (steps.unsqueeze(0) > torch.arange(int(steps.max())).unsqueeze(1)).sum(1)  # (T,) on the host
         word_weights, context_weights = _for_matmul(self.lstm.weight_ih).split(  # trick 6: W_ih cast whole, once
             [self.config.embed_dim, self.context.context_dim], dim=1
         )
