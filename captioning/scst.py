@@ -67,7 +67,8 @@ class RewardImages:
 
 def caption_words(tokens: torch.Tensor, lengths: torch.Tensor, vocabulary: Vocabulary) -> list[list[str]]:
     """Each row's first `length` word ids as words (its <end> included)."""
-    return [[vocabulary.words[i] for i in row[:length]] for row, length in zip(tokens.tolist(), lengths.tolist())]
+    rows = torch.cat([tokens, lengths.unsqueeze(1)], dim=1).tolist()  # one read from the device, not two
+    return [[vocabulary.words[i] for i in row[: row[-1]]] for row in rows]
 
 
 def greedy_rewards(
@@ -120,7 +121,8 @@ def scst_batch(
         decoder, features, vocabulary.start, vocabulary.end, k, params.max_len, generator
     )
     started = time.perf_counter()
-    rewards = cider.scores(caption_words(sampled.tokens, sampled.lengths, vocabulary), np.repeat(images, k))
+    words = caption_words(sampled.tokens, sampled.lengths, vocabulary)  # the sampled captions, read once
+    rewards = cider.scores(words, np.repeat(images, k))
     rewards = rewards.reshape(-1, k)  # (B, K)
     if params.baseline == "greedy":
         baseline = np.repeat(
@@ -134,9 +136,28 @@ def scst_batch(
     return loss, {
         "reward": float(rewards.mean()),
         "baseline": float(baseline.mean()),
-        "sample_length": float(sampled.lengths.float().mean()),
+        "sample_length": float(torch.tensor([len(w) for w in words], dtype=torch.float32).mean()),  # on the host
         "reward_seconds": reward_seconds,
     }
+
+
+def scst_step(
+    decoder: CaptionDecoder,
+    optimizer: torch.optim.Optimizer,
+    features: torch.Tensor,
+    images: np.ndarray,
+    cider: CiderD,
+    vocabulary: Vocabulary,
+    params: ScstParams,
+    generator: torch.Generator | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """scst_batch, backward and the optimiser's step. Returns the loss, still on the device (reading it would
+    make the host wait for the backward pass), and scst_batch's values (host numbers)."""
+    loss, values = scst_batch(decoder, features, images, cider, vocabulary, params, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), values
 
 
 class ScstStep:
@@ -166,20 +187,22 @@ class ScstStep:
         decoder.eval()  # sampling without dropout: see the module docstring
         order = self.rng.permutation(len(images.names))
         sums: dict[str, float] = {}
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # read once, after the epoch
         batches, started = 0, time.perf_counter()
         with tqdm(total=len(images.names), unit="img", desc=f"scst epoch {epoch}/{params.epochs}") as progress:
             for i in range(0, len(order), params.batch_size):
                 batch = order[i : i + params.batch_size]
                 features = torch.from_numpy(self.store.rows(images.feature_rows[batch])).to(self.device)
-                loss, values = scst_batch(decoder, features, batch, self.cider, self.vocabulary, params, self.generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                for key, value in {**values, "loss": loss.item()}.items():
+                loss, values = scst_step(
+                    decoder, optimizer, features, batch, self.cider, self.vocabulary, params, self.generator
+                )
+                loss_sum += loss.double()
+                for key, value in values.items():
                     sums[key] = sums.get(key, 0.0) + value
                 batches += 1
                 progress.update(len(batch))
                 progress.set_postfix(reward=f"{sums['reward'] / batches:.3f}")
+        sums["loss"] = loss_sum.item()
         means = {key: value / batches for key, value in sums.items()}
         means["epoch_seconds"] = time.perf_counter() - started
         return means
