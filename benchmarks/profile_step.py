@@ -40,12 +40,11 @@ from train_step import FEATURE_DIM, REGIONS, TutorialDecoder, tutorial_loss
 from captioning.cider import CiderD
 from captioning.model import DecoderConfig, build_decoder
 from captioning.params import load_params
-from captioning.scst import scst_batch
+from captioning.scst import scst_step
 from captioning.text.vocabulary import SPECIALS, Vocabulary
-from captioning.training import caption_loss
+from captioning.training import training_step as train_step
 
 PAD, START, END = 0, 1, 2
-LENGTHS_ON_HOST = False  # captioning.batching.iterate_batches moves the lengths to the device with the rest
 NO_KERNEL = {  # views, metadata and allocations: no kernel is launched for them
     "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::_reshape_alias", "aten::t", "aten::transpose",
     "aten::permute", "aten::unsqueeze", "aten::squeeze", "aten::expand", "aten::expand_as", "aten::as_strided",
@@ -90,6 +89,9 @@ class SyncCounter(TorchFunctionMode):
         elif on_device and name == "repeat_interleave" and len(tensors) > 1 and kwargs.get("output_size") is None:
             self.reads["repeat_interleave"] += 1
         result = func(*args, **kwargs)
+        moved = name == "to" and any(isinstance(a, torch.device | str) for a in [*args[1:], kwargs.get("device")])
+        if moved and not on_device:
+            result = result.clone()  # a copy to the device (on the CPU .to returns the host tensor itself)
         host_result = (
             name in {"cpu", "from_numpy", "numpy"}
             or (name in FACTORIES and kwargs.get("device") is None and not on_device)
@@ -145,23 +147,17 @@ def profile_operators(step: Callable[[], object]) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------
-# The steps as the library runs them (captioning/training.py train_epoch, captioning/scst.py ScstStep).
-def training_step(model, optimizer, batch, alpha_c: float) -> Callable[[], float]:
-    features, captions, lengths = batch
+# The steps as the library runs them (captioning/training.py train_epoch, captioning/scst.py ScstStep): the
+# losses stay on the device, read once an epoch.
+def training_step(model, optimizer, batch, alpha_c: float) -> Callable[[], object]:
     trainable = [p for p in model.parameters() if p.requires_grad]
-
-    def run():
-        loss = caption_loss(model, features, captions, lengths, alpha_c)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(trainable, 5.0)
-        optimizer.step()
-        return loss.item()
-
-    return run
+    params = replace(load_params("train"), alpha_c=alpha_c, grad_clip=5.0)
+    return lambda: train_step(model, optimizer, trainable, batch, params, torch.device("cpu"), "fp32")
 
 
 def tutorial_step(model, optimizer, batch, alpha_c: float) -> Callable[[], float]:
+    """The tutorial's loop reads its loss every step (its AverageMeter takes loss.item())."""
+
     def run():
         loss = tutorial_loss(model, *batch, alpha_c=alpha_c)
         optimizer.zero_grad(set_to_none=True)
@@ -169,17 +165,6 @@ def tutorial_step(model, optimizer, batch, alpha_c: float) -> Callable[[], float
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
         return loss.item()
-
-    return run
-
-
-def scst_step(decoder, optimizer, features, images, cider, vocabulary, params, generator) -> Callable[[], float]:
-    def run():
-        loss, values = scst_batch(decoder, features, images, cider, vocabulary, params, generator)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return {**values, "loss": loss.item()}
 
     return run
 
@@ -196,11 +181,11 @@ def batch_of(lengths: np.ndarray, vocab: int, rng: np.random.Generator):
     return torch.from_numpy(features), torch.from_numpy(captions), torch.from_numpy(lengths.astype(np.int64))
 
 
-def count(make_step, model, optimizer, batch) -> tuple[int, int]:
+def count(make_step, model, optimizer, batch, lengths_on_host: bool) -> tuple[int, int]:
     """(host syncs, operators) of one step on `batch`, after one warm-up step (Adam's state exists then)."""
     make_step(model, optimizer, batch)()
     step = make_step(model, optimizer, batch)
-    host = [batch[2]] if LENGTHS_ON_HOST else []
+    host = [batch[2]] if lengths_on_host else []
     with SyncCounter([*host, *optimizer_host_tensors(optimizer)]) as counter:
         step()
     return sum(counter.reads.values()), profile_operators(make_step(model, optimizer, batch))
@@ -227,22 +212,28 @@ def main() -> None:
     paper = build_decoder(config, "paper").train()
     paper.load_state_dict(fast.state_dict())
     tutorial = TutorialDecoder(args.vocab, args.embed_dim, args.dim, args.dim).train()
-    candidates = {  # name: (model, optimiser as its design makes it, step)
-        "fast module": (fast, torch.optim.Adam(fast.parameters(), lr=4e-4, fused=True), training_step),
-        "literal module": (paper, torch.optim.Adam(paper.parameters(), lr=4e-4, fused=True), training_step),
+    candidates = {  # name: (model, optimiser as its design makes it, step, lengths on the host)
+        # captioning.batching.iterate_batches leaves the lengths on the host; the tutorial moves them to the GPU.
+        "fast module": (fast, torch.optim.Adam(fast.parameters(), lr=4e-4, fused=True), training_step, True),
+        "literal module": (paper, torch.optim.Adam(paper.parameters(), lr=4e-4, fused=True), training_step, True),
         # The tutorial's Adam(...) takes PyTorch's default, foreach on a GPU: the same here.
-        "tutorial design": (tutorial, torch.optim.Adam(tutorial.parameters(), lr=4e-4, foreach=True), tutorial_step),
+        "tutorial design": (
+            tutorial,
+            torch.optim.Adam(tutorial.parameters(), lr=4e-4, foreach=True),
+            tutorial_step,
+            False,
+        ),
     }
     alpha_c = 1.0
     mixed = batch_of(rng.integers(8, 23, size=args.batch_size), args.vocab, rng)  # a random batch: 8-22 tokens
     short, long = (batch_of(np.full(args.batch_size, n), args.vocab, rng) for n in (12, 22))
     rows = []
-    for name, (decoder, optimizer, make) in candidates.items():
+    for name, (decoder, optimizer, make, lengths_on_host) in candidates.items():
 
         def step(m, o, b, make=make):
             return make(m, o, b, alpha_c)
 
-        syncs, operators = count(step, decoder, optimizer, mixed)
+        syncs, operators = count(step, decoder, optimizer, mixed, lengths_on_host)
         short_ops = profile_operators(step(decoder, optimizer, short))
         long_ops = profile_operators(step(decoder, optimizer, long))
         rows.append((f"training step, {name}", syncs, operators, (long_ops - short_ops) / 10))
@@ -263,9 +254,11 @@ def main() -> None:
             decoder.eval()
             optimizer = torch.optim.Adam(decoder.parameters(), lr=5e-5, foreach=True)  # as on a GPU
             generator = torch.Generator().manual_seed(0)
-            step = scst_step(
-                decoder, optimizer, features, images, cider, vocabulary, replace(params, baseline=baseline), generator
-            )
+            step_params = replace(params, baseline=baseline)
+
+            def step(decoder=decoder, optimizer=optimizer, generator=generator, step_params=step_params):
+                return scst_step(decoder, optimizer, features, images, cider, vocabulary, step_params, generator)
+
             step()  # warm-up: Adam's state exists after it
             with SyncCounter(optimizer_host_tensors(optimizer)) as counter:
                 step()
