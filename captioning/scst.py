@@ -35,7 +35,7 @@ from tqdm import tqdm
 from captioning.checkpoint import save_model
 from captioning.cider import CiderD
 from captioning.data.table import CaptionTable
-from captioning.decoding import Sampled, greedy_decode, sample_captions
+from captioning.decoding import Sampled, greedy_tokens, sample_captions
 from captioning.epochs import EpochEnd, EpochPlan, run_epochs
 from captioning.evaluation import Validation, validate
 from captioning.features.store import FeatureStore
@@ -78,13 +78,15 @@ def greedy_rewards(
     cider: CiderD,
     vocabulary: Vocabulary,
     max_len: int,
+    stop_early: bool | None = None,
 ) -> np.ndarray:
     """Rennie's baseline: the reward of each image's greedy caption (eval mode, no gradient): (B,)."""
-    decoded = greedy_decode(decoder, features, vocabulary.start, vocabulary.end, max_len)
-    # greedy_decode drops <end>; a caption shorter than max_len did emit it (one longer than that cannot exist).
-    words = [
-        [vocabulary.words[i] for i in tokens] + ([END] if len(tokens) < max_len else []) for tokens in decoded.tokens
-    ]
+    rows = greedy_tokens(decoder, features, vocabulary.start, vocabulary.end, max_len, stop_early).tolist()  # one read
+    words = []
+    for row in rows:
+        # Up to <end>, which is kept; a caption that never emitted it has max_len words and no <end>.
+        length = row.index(vocabulary.end) if vocabulary.end in row else len(row)
+        words.append([vocabulary.words[i] for i in row[:length]] + ([END] if length < max_len else []))
     return cider.scores(words, images)
 
 
@@ -114,11 +116,16 @@ def scst_batch(
     vocabulary: Vocabulary,
     params: ScstParams,
     generator: torch.Generator | None,
+    stop_early: bool | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of one batch of images (B, R, F) and what to log about it; `images` index cider's references."""
+    """The loss of one batch of images (B, R, F) and what to log about it; `images` index cider's references.
+
+    It reads from the device only the sampled captions and the greedy ones (the reward needs them), once each,
+    and with stop_early (by default everywhere but on CUDA: see sample_captions) a flag per decoding step.
+    """
     k = params.samples
     sampled: Sampled = sample_captions(
-        decoder, features, vocabulary.start, vocabulary.end, k, params.max_len, generator
+        decoder, features, vocabulary.start, vocabulary.end, k, params.max_len, generator, stop_early
     )
     started = time.perf_counter()
     words = caption_words(sampled.tokens, sampled.lengths, vocabulary)  # the sampled captions, read once
@@ -126,7 +133,7 @@ def scst_batch(
     rewards = rewards.reshape(-1, k)  # (B, K)
     if params.baseline == "greedy":
         baseline = np.repeat(
-            greedy_rewards(decoder, features, images, cider, vocabulary, params.max_len)[:, None], k, 1
+            greedy_rewards(decoder, features, images, cider, vocabulary, params.max_len, stop_early)[:, None], k, 1
         )
     else:
         baseline = mean_of_others(rewards)
@@ -150,10 +157,11 @@ def scst_step(
     vocabulary: Vocabulary,
     params: ScstParams,
     generator: torch.Generator | None,
+    stop_early: bool | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """scst_batch, backward and the optimiser's step. Returns the loss, still on the device (reading it would
     make the host wait for the backward pass), and scst_batch's values (host numbers)."""
-    loss, values = scst_batch(decoder, features, images, cider, vocabulary, params, generator)
+    loss, values = scst_batch(decoder, features, images, cider, vocabulary, params, generator, stop_early)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
