@@ -5,7 +5,9 @@ for every queued kernel), and each operator is at least one kernel launch (a few
 time each, whatever its size). Both are counted here on the CPU, for the fast module, the literal one
 and the widely copied tutorial's design (benchmarks/train_step.py), at the Flickr30k preset's sizes
 (presets/flickr30k.sh: embedding 300, attention and decoder 512, batch 64, alpha_c 1.0, captions of up
-to 22 tokens; SCST: 50 images x 5 samples of up to 21 tokens; 49 x 2048 region features).
+to 22 tokens; SCST: 50 images x 5 samples of up to 21 tokens; 49 x 2048 region features). The SCST step runs both ways
+of decoding: stopping once every caption has ended (the CPU's default: it reads a flag every step) and
+all max_len steps (CUDA's default: only the captions are read).
 
 Host syncs are counted under a TorchFunctionMode that follows which tensors live on the host: the
 batch's lengths (the data pipeline holds them there), tensors made from numpy or by a factory without
@@ -249,21 +251,25 @@ def main() -> None:
     images = np.arange(args.scst_batch)
     features = torch.from_numpy(rng.standard_normal((args.scst_batch, REGIONS, FEATURE_DIM), dtype=np.float32))
     scst_models = {"fast module": fast} if args.no_paper_scst else {"fast module": fast, "literal module": paper}
-    for baseline in ("greedy", "mean"):
-        for name, decoder in scst_models.items():
+    # stop_early: the CPU's default (a read per decoding step, to stop when every caption has ended); without
+    # it, CUDA's default, all max_len steps run and only the captions are read.
+    runs = [("greedy", True), ("greedy", False), ("mean", True), ("mean", False)]
+    for name, decoder in scst_models.items():
+        for baseline, stop_early in runs if name == "fast module" else runs[:2]:
             decoder.eval()
             optimizer = torch.optim.Adam(decoder.parameters(), lr=5e-5, foreach=True)  # as on a GPU
             generator = torch.Generator().manual_seed(0)
             step_params = replace(params, baseline=baseline)
 
-            def step(decoder=decoder, optimizer=optimizer, generator=generator, step_params=step_params):
-                return scst_step(decoder, optimizer, features, images, cider, vocabulary, step_params, generator)
+            def step(decoder=decoder, optimizer=optimizer, generator=generator, params=step_params, stop=stop_early):
+                return scst_step(decoder, optimizer, features, images, cider, vocabulary, params, generator, stop)
 
             step()  # warm-up: Adam's state exists after it
             with SyncCounter(optimizer_host_tensors(optimizer)) as counter:
                 step()
             syncs = sum(counter.reads.values())
-            rows.append((f"SCST step ({baseline} baseline), {name}", syncs, profile_operators(step), None))
+            stops = "stopping when all have ended" if stop_early else "all max_len steps"
+            rows.append((f"SCST step ({baseline} baseline, {stops}), {name}", syncs, profile_operators(step), None))
 
     print(machine_header("Host syncs and operators per step (what a GPU would wait on and launch)"))
     print(
