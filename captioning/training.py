@@ -46,9 +46,9 @@ def caption_loss(
     `decoder` may be wrapped in DistributedDataParallel. With `hard` (model.attention: hard) and the
     decoder in training mode, the context is sampled and Eq. 11-12's terms are added.
     """
-    device_lengths = lengths.to(features.device, non_blocking=True)  # lengths may come on the host
-    draws = hard.draw(device_lengths) if hard is not None and decoder.training else None
     on_host = getattr(distributed.unwrap(decoder), "reads_lengths_on_host", False)  # the fast module: no wait
+    device_lengths = lengths if on_host and hard is None else lengths.to(features.device, non_blocking=True)
+    draws = hard.draw(device_lengths) if hard is not None and decoder.training else None
     forced = decoder(features, captions, lengths if on_host else device_lengths, draws)
     tokens, count = global_counts or (len(forced.targets), len(lengths))
     penalty = alpha_c if distributed.unwrap(decoder).context.attends else 0.0  # no attention, nothing to penalise
