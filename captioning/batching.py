@@ -53,11 +53,15 @@ def iterate_batches(
     rank: int = 0,
     world_size: int = 1,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Length-bucketed batches on `device`; with several ranks, this rank's share of each global batch.
+    """Length-bucketed batches: features and captions on `device`, lengths on the host (the fast decoder reads
+    its batch sizes per step from them without waiting for the device); with several ranks, this rank's share
+    of each global batch.
 
     The next batch is read in a background thread while the current one trains: when the features
     stream from disk (train.feature_memory_gb below the file's size), reading overlaps the compute
-    instead of adding to it. The batches and their order are the same either way.
+    instead of adding to it. The batches and their order are the same either way. On CUDA the thread
+    also puts the batch in pinned memory and copies it to the GPU on a stream of its own, so that the
+    copy overlaps the current step and the host never waits for it; the step's stream waits for the copy.
     """
     batches = []
     for batch in length_bucketed_batches(data.lengths, batch_size, rng):
@@ -66,20 +70,32 @@ def iterate_batches(
                 continue  # the last batch, too small to share: fewer than world_size captions per epoch unseen
             batch = batch[rank::world_size]
         batches.append(batch)
+    copies = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-    def read(batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def read(batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.cuda.Event | None]:
         longest = int(data.lengths[batch[0]])
         features = torch.from_numpy(store.rows(data.feature_rows[batch]))
         captions = torch.from_numpy(data.captions[batch, :longest].astype(np.int64))
-        return features, captions, torch.from_numpy(data.lengths[batch].astype(np.int64))
+        lengths = torch.from_numpy(data.lengths[batch].astype(np.int64))
+        if copies is None:
+            return features.to(device), captions.to(device), lengths, None
+        with torch.cuda.stream(copies):
+            features = features.pin_memory().to(device, non_blocking=True)
+            captions = captions.pin_memory().to(device, non_blocking=True)
+            return features, captions, lengths, copies.record_event()
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-reader") as reader:
         upcoming = reader.submit(read, batches[0]) if batches else None
         for index in range(len(batches)):
-            features, captions, lengths = upcoming.result()
+            features, captions, lengths, copied = upcoming.result()
             if index + 1 < len(batches):
                 upcoming = reader.submit(read, batches[index + 1])
-            yield features.to(device), captions.to(device), lengths.to(device)
+            if copied is not None:  # CUDA: the step's stream waits for the copy (the host does not)
+                stream = torch.cuda.current_stream(device)
+                stream.wait_event(copied)
+                features.record_stream(stream)  # their memory is not reused before the step is done with them
+                captions.record_stream(stream)
+            yield features, captions, lengths
 
 
 class WaitClock:

@@ -42,6 +42,25 @@ def _trim(history: torch.Tensor, weight_history: torch.Tensor, end: int) -> Deco
 @torch.inference_mode()
 def greedy_decode(decoder: CaptionDecoder, features: torch.Tensor, start: int, end: int, max_len: int) -> Decoded:
     """The most probable word at every step, for a batch of images (B, R, F)."""
+    return _trim(*_greedy_steps(decoder, features, start, end, max_len, stop_early=True), end)
+
+
+@torch.inference_mode()
+def greedy_tokens(
+    decoder: CaptionDecoder, features: torch.Tensor, start: int, end: int, max_len: int, stop_early: bool | None = None
+) -> torch.Tensor:
+    """greedy_decode's words as a (B, T) tensor on the features' device: each caption's <end>, <end> after it.
+
+    stop_early (by default everywhere but on CUDA) stops once every caption has ended, which reads a flag
+    from the device at every step; without it all max_len steps run and nothing is read (T = max_len):
+    the same captions, for more arithmetic and no wait.
+    """
+    stop_early = features.device.type != "cuda" if stop_early is None else stop_early
+    return _greedy_steps(decoder, features, start, end, max_len, stop_early)[0]
+
+
+def _greedy_steps(decoder, features, start: int, end: int, max_len: int, stop_early: bool):
+    """The words (B, T) and attention weights (B, T, R) of greedy decoding."""
     encoded = decoder.encode(features)
     state = decoder.initial_state(encoded)
     words = torch.full((features.shape[0],), start, dtype=torch.long, device=features.device)
@@ -53,9 +72,9 @@ def greedy_decode(decoder: CaptionDecoder, features: torch.Tensor, start: int, e
         history.append(words)
         weight_history.append(weights)
         finished |= words == end
-        if bool(finished.all()):
+        if stop_early and bool(finished.all()):
             break
-    return _trim(torch.stack(history, 1), torch.stack(weight_history, 1), end)
+    return torch.stack(history, 1), torch.stack(weight_history, 1)
 
 
 @torch.inference_mode()
@@ -207,13 +226,18 @@ def sample_captions(
     samples: int,
     max_len: int,
     generator: torch.Generator | None = None,
+    stop_early: bool | None = None,
 ) -> Sampled:
     """`samples` captions per image (B, R, F), each word drawn from the model's distribution (temperature 1).
 
     One tensor program over all images and samples, as beam search is: the K samples of an image share
     its encoded tensors. Gradients flow into `log_probs` (REINFORCE needs them); the caller chooses the
     decoder's mode (self-critical training samples in eval mode: no dropout, the policy that is tested).
+    stop_early (by default everywhere but on CUDA) stops once every caption has ended, which reads a flag
+    from the device at every step; without it all max_len steps run and nothing is read: the same captions,
+    lengths and log_probs, `tokens` padded with <end> to max_len, and the generator drawn for every step.
     """
+    stop_early = features.device.type != "cuda" if stop_early is None else stop_early
     if max_len < 1:
         raise ValueError(f"sampling needs max_len >= 1, got {max_len}")
     rows, device = features.shape[0] * samples, features.device
@@ -235,6 +259,6 @@ def sample_captions(
         lengths = lengths + (~finished).long()
         history.append(words)
         finished = finished | (words == end)
-        if bool(finished.all()):
+        if stop_early and bool(finished.all()):
             break
     return Sampled(torch.stack(history, 1), lengths, log_probs)

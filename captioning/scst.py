@@ -35,7 +35,7 @@ from tqdm import tqdm
 from captioning.checkpoint import save_model
 from captioning.cider import CiderD
 from captioning.data.table import CaptionTable
-from captioning.decoding import Sampled, greedy_decode, sample_captions
+from captioning.decoding import Sampled, greedy_tokens, sample_captions
 from captioning.epochs import EpochEnd, EpochPlan, run_epochs
 from captioning.evaluation import Validation, validate
 from captioning.features.store import FeatureStore
@@ -67,7 +67,8 @@ class RewardImages:
 
 def caption_words(tokens: torch.Tensor, lengths: torch.Tensor, vocabulary: Vocabulary) -> list[list[str]]:
     """Each row's first `length` word ids as words (its <end> included)."""
-    return [[vocabulary.words[i] for i in row[:length]] for row, length in zip(tokens.tolist(), lengths.tolist())]
+    rows = torch.cat([tokens, lengths.unsqueeze(1)], dim=1).tolist()  # one read from the device, not two
+    return [[vocabulary.words[i] for i in row[: row[-1]]] for row in rows]
 
 
 def greedy_rewards(
@@ -77,13 +78,15 @@ def greedy_rewards(
     cider: CiderD,
     vocabulary: Vocabulary,
     max_len: int,
+    stop_early: bool | None = None,
 ) -> np.ndarray:
     """Rennie's baseline: the reward of each image's greedy caption (eval mode, no gradient): (B,)."""
-    decoded = greedy_decode(decoder, features, vocabulary.start, vocabulary.end, max_len)
-    # greedy_decode drops <end>; a caption shorter than max_len did emit it (one longer than that cannot exist).
-    words = [
-        [vocabulary.words[i] for i in tokens] + ([END] if len(tokens) < max_len else []) for tokens in decoded.tokens
-    ]
+    rows = greedy_tokens(decoder, features, vocabulary.start, vocabulary.end, max_len, stop_early).tolist()  # one read
+    words = []
+    for row in rows:
+        # Up to <end>, which is kept; a caption that never emitted it has max_len words and no <end>.
+        length = row.index(vocabulary.end) if vocabulary.end in row else len(row)
+        words.append([vocabulary.words[i] for i in row[:length]] + ([END] if length < max_len else []))
     return cider.scores(words, images)
 
 
@@ -113,18 +116,24 @@ def scst_batch(
     vocabulary: Vocabulary,
     params: ScstParams,
     generator: torch.Generator | None,
+    stop_early: bool | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of one batch of images (B, R, F) and what to log about it; `images` index cider's references."""
+    """The loss of one batch of images (B, R, F) and what to log about it; `images` index cider's references.
+
+    It reads from the device only the sampled captions and the greedy ones (the reward needs them), once each,
+    and with stop_early (by default everywhere but on CUDA: see sample_captions) a flag per decoding step.
+    """
     k = params.samples
     sampled: Sampled = sample_captions(
-        decoder, features, vocabulary.start, vocabulary.end, k, params.max_len, generator
+        decoder, features, vocabulary.start, vocabulary.end, k, params.max_len, generator, stop_early
     )
     started = time.perf_counter()
-    rewards = cider.scores(caption_words(sampled.tokens, sampled.lengths, vocabulary), np.repeat(images, k))
+    words = caption_words(sampled.tokens, sampled.lengths, vocabulary)  # the sampled captions, read once
+    rewards = cider.scores(words, np.repeat(images, k))
     rewards = rewards.reshape(-1, k)  # (B, K)
     if params.baseline == "greedy":
         baseline = np.repeat(
-            greedy_rewards(decoder, features, images, cider, vocabulary, params.max_len)[:, None], k, 1
+            greedy_rewards(decoder, features, images, cider, vocabulary, params.max_len, stop_early)[:, None], k, 1
         )
     else:
         baseline = mean_of_others(rewards)
@@ -134,9 +143,29 @@ def scst_batch(
     return loss, {
         "reward": float(rewards.mean()),
         "baseline": float(baseline.mean()),
-        "sample_length": float(sampled.lengths.float().mean()),
+        "sample_length": float(torch.tensor([len(w) for w in words], dtype=torch.float32).mean()),  # on the host
         "reward_seconds": reward_seconds,
     }
+
+
+def scst_step(
+    decoder: CaptionDecoder,
+    optimizer: torch.optim.Optimizer,
+    features: torch.Tensor,
+    images: np.ndarray,
+    cider: CiderD,
+    vocabulary: Vocabulary,
+    params: ScstParams,
+    generator: torch.Generator | None,
+    stop_early: bool | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """scst_batch, backward and the optimiser's step. Returns the loss, still on the device (reading it would
+    make the host wait for the backward pass), and scst_batch's values (host numbers)."""
+    loss, values = scst_batch(decoder, features, images, cider, vocabulary, params, generator, stop_early)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), values
 
 
 class ScstStep:
@@ -166,20 +195,22 @@ class ScstStep:
         decoder.eval()  # sampling without dropout: see the module docstring
         order = self.rng.permutation(len(images.names))
         sums: dict[str, float] = {}
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)  # read once, after the epoch
         batches, started = 0, time.perf_counter()
         with tqdm(total=len(images.names), unit="img", desc=f"scst epoch {epoch}/{params.epochs}") as progress:
             for i in range(0, len(order), params.batch_size):
                 batch = order[i : i + params.batch_size]
                 features = torch.from_numpy(self.store.rows(images.feature_rows[batch])).to(self.device)
-                loss, values = scst_batch(decoder, features, batch, self.cider, self.vocabulary, params, self.generator)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                for key, value in {**values, "loss": loss.item()}.items():
+                loss, values = scst_step(
+                    decoder, optimizer, features, batch, self.cider, self.vocabulary, params, self.generator
+                )
+                loss_sum += loss.double()
+                for key, value in values.items():
                     sums[key] = sums.get(key, 0.0) + value
                 batches += 1
                 progress.update(len(batch))
                 progress.set_postfix(reward=f"{sums['reward'] / batches:.3f}")
+        sums["loss"] = loss_sum.item()
         means = {key: value / batches for key, value in sums.items()}
         means["epoch_seconds"] = time.perf_counter() - started
         return means

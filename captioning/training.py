@@ -39,17 +39,21 @@ def caption_loss(
 ) -> torch.Tensor:
     """Cross-entropy per target token plus alpha_c times the attention penalty per caption.
 
+    `lengths` may be on the host or the device: the fast module reads them where they are (on the host, without
+    waiting for the device), the literal module and hard attention get them on the features' device.
     With `global_counts` (target tokens, captions of the global batch, when this is one rank's share of
     it) the sums are divided by those instead: the ranks' losses then add up to the global batch's loss.
     `decoder` may be wrapped in DistributedDataParallel. With `hard` (model.attention: hard) and the
     decoder in training mode, the context is sampled and Eq. 11-12's terms are added.
     """
-    draws = hard.draw(lengths) if hard is not None and decoder.training else None
-    forced = decoder(features, captions, lengths, draws)
+    on_host = getattr(distributed.unwrap(decoder), "reads_lengths_on_host", False)  # the fast module: no wait
+    device_lengths = lengths if on_host and hard is None else lengths.to(features.device, non_blocking=True)
+    draws = hard.draw(device_lengths) if hard is not None and decoder.training else None
+    forced = decoder(features, captions, lengths if on_host else device_lengths, draws)
     tokens, count = global_counts or (len(forced.targets), len(lengths))
     penalty = alpha_c if distributed.unwrap(decoder).context.attends else 0.0  # no attention, nothing to penalise
     loss = paper.caption_loss(forced.scores, forced.targets, forced.weight_sums, penalty, tokens, count)
-    return loss if draws is None else loss + hard.loss_terms(forced, lengths, draws, tokens)
+    return loss if draws is None else loss + hard.loss_terms(forced, device_lengths, draws, tokens)
 
 
 def feature_statistics(store: FeatureStore, rows: np.ndarray, sample: int = 512, seed: int = 0):
@@ -57,6 +61,32 @@ def feature_statistics(store: FeatureStore, rows: np.ndarray, sample: int = 512,
     chosen = np.random.default_rng(seed).choice(rows, size=min(sample, len(rows)), replace=False)
     values = torch.from_numpy(store.rows(np.sort(chosen))).float().flatten(0, 1)  # (n * R, F)
     return values.mean(dim=0), values.std(dim=0)
+
+
+def training_step(
+    model: CaptionDecoder,
+    optimizer: torch.optim.Optimizer,
+    trainable: list[nn.Parameter],
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    params: TrainParams,
+    device: torch.device,
+    precision: str,
+    hard: HardAttentionTraining | None = None,
+) -> tuple[torch.Tensor, int]:
+    """Forward, backward, clip and Adam on one batch (features and captions on `device`, lengths on the host,
+    as iterate_batches gives them). Returns the batch's loss, still on the device (reading it would make the
+    host wait for the step's kernels), and its number of captions (the global batch's under DDP)."""
+    features, captions, lengths = batch
+    shared = None  # DDP: counts of the whole global batch, summed over the ranks on the device
+    if distributed.world_size() > 1:
+        shared = distributed.global_counts(lengths.to(device))
+    with autocast(device, precision):
+        loss = caption_loss(model, features, captions, lengths, params.alpha_c, shared, hard)
+    optimizer.zero_grad(set_to_none=True)
+    (loss * distributed.world_size()).backward()  # DDP averages the ranks' gradients: make that their sum
+    nn.utils.clip_grad_norm_(trainable, params.grad_clip)
+    optimizer.step()
+    return loss.detach(), shared[1] if shared else len(lengths)
 
 
 def train_epoch(
@@ -70,25 +100,23 @@ def train_epoch(
     hard: HardAttentionTraining | None = None,
 ) -> dict[str, float]:
     """One pass over the batches; returns the mean loss and the share of time spent waiting for data
-    (and with hard attention its baseline and the variance of the REINFORCE term)."""
+    (and with hard attention its baseline and the variance of the REINFORCE term).
+
+    The losses are added up on the device, in float64 as Python would (a float32 loss times the batch's
+    captions is exact there), and read once, at the end of the epoch: on a GPU a read inside the loop would
+    make the host wait for every step.
+    """
     decoder.train()
     trainable = [p for p in decoder.parameters() if p.requires_grad]
-    total, count, start = 0.0, 0, time.perf_counter()
+    total, count, start = torch.zeros((), dtype=torch.float64, device=device), 0, time.perf_counter()
     clock = WaitClock(batches)
-    for features, captions, lengths in clock:
-        shared = distributed.global_counts(lengths)  # DDP: counts of the whole global batch (None alone)
-        with autocast(device, precision):
-            loss = caption_loss(decoder, features, captions, lengths, params.alpha_c, shared, hard)
-        optimizer.zero_grad(set_to_none=True)
-        (loss * distributed.world_size()).backward()  # DDP averages the ranks' gradients: make that their sum
-        nn.utils.clip_grad_norm_(trainable, params.grad_clip)
-        optimizer.step()
-        batch_captions = shared[1] if shared else len(lengths)
-        total += loss.item() * batch_captions
+    for batch in clock:
+        loss, batch_captions = training_step(decoder, optimizer, trainable, batch, params, device, precision, hard)
+        total += loss.double() * batch_captions
         count += batch_captions
         progress.update(batch_captions)
-        progress.set_postfix(loss=f"{total / count:.3f}", refresh=False)  # shown at tqdm's next (rate-limited) refresh
-    total = distributed.sum_over_ranks(total, device)  # DDP: each rank's losses were its share of the batches'
+    total = distributed.sum_over_ranks(total.item(), device)  # DDP: each rank's losses were its share of the batches'
+    progress.set_postfix(loss=f"{total / count:.3f}", refresh=False)  # shown when the bar closes
     seconds = time.perf_counter() - start
     values = {"train_loss": total / count, "epoch_seconds": seconds, "data_wait_share": clock.waiting / seconds}
     return values if hard is None else {**values, **hard.epoch_values(device)}

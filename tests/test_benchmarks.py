@@ -37,6 +37,10 @@ SCRIPTS = {  # script: (arguments, a line of its report)
         "Feature extraction: end to end vs bare forward",
     ),
     "memory.py": (["--images", "40", "--budget-mb", "1", "--batch-size", "8"], "worst "),
+    "profile_step.py": (
+        ["--vocab", "40", "--embed-dim", "8", "--dim", "16", "--batch-size", "4", "--scst-batch", "2", *THREADS],
+        "| training step, fast module |",
+    ),
     "scst.py": (["--batches", "1", "--repeats", "1", *THREADS], "one SCST step"),
     "train_step.py": (
         ["--captions", "16", "--batch-size", "8", "--vocab", "40", "--dim", "16", "--repeats", "1", *THREADS],

@@ -27,10 +27,12 @@ from captioning.scst import (
     RewardImages,
     caption_words,
     finetune,
+    greedy_rewards,
     mean_of_others,
     policy_loss,
     save_finetuned,
     scst_batch,
+    scst_step,
 )
 from captioning.text.vocabulary import END, SPECIALS, Vocabulary
 
@@ -282,3 +284,46 @@ def test_the_real_data_presets_fine_tune_with_scst(script, tmp_path):
     settings = dict(s.split("=", 1) for s in preset_settings(script, tmp_path) if s.startswith("scst."))
     scst = repo_params("scst", **{k.split(".")[1]: yaml.safe_load(v) for k, v in settings.items()})
     assert scst.epochs >= 10 and scst.samples == 5 and scst.lr <= 5e-5
+
+
+@pytest.mark.parametrize("implementation", ["paper", "fast"])
+def test_sampling_all_max_len_steps_gives_the_captions_of_stopping_early(make_decoder, features, implementation):
+    """CUDA's default runs every step instead of reading a flag from the device at each: nothing else changes."""
+    decoder, images, max_len = make_decoder(implementation=implementation, seed=4), features(3), 40
+    stopped, full = (
+        sample_captions(decoder, images, START, STOP, 5, max_len, torch.Generator().manual_seed(0), stop_early=stop)
+        for stop in (True, False)
+    )
+    width = stopped.tokens.shape[1]
+    assert width < max_len == full.tokens.shape[1]  # every caption ended early: the comparison means something
+    assert torch.equal(full.tokens[:, :width], stopped.tokens) and (full.tokens[:, width:] == STOP).all()
+    assert torch.equal(full.lengths, stopped.lengths) and torch.equal(full.log_probs, stopped.log_probs)
+
+
+def test_the_greedy_reward_is_the_same_decoding_all_max_len_steps(make_decoder, features):
+    decoder, images = make_decoder(seed=4), features(4)
+    cider = CiderD([[["w4", "w5", END]], [["w6", END]], [["w4", END]], [["w7", "w7", END]]])
+    for max_len in (3, 40):  # captions cut at max_len (no <end>), and captions that all ended
+        stopped, full = (
+            greedy_rewards(decoder, images, np.arange(4), cider, VOCABULARY, max_len, stop_early=stop)
+            for stop in (True, False)
+        )
+        np.testing.assert_array_equal(stopped, full)
+
+
+def test_an_scst_step_reads_only_the_sampled_and_greedy_captions_from_the_device(make_decoder, features):
+    """As benchmarks/profile_step.py counts host syncs; decoding runs all max_len steps, as on CUDA."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from profile_step import SyncCounter
+
+    decoder, images = make_decoder(seed=4), features(2)
+    cider = CiderD([[["w4", "w5", END]], [["w6", END]]])
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-3, foreach=True)
+    for baseline, reads in (("greedy", 2), ("mean", 1)):
+        params = repo_params("scst", baseline=baseline, samples=3, max_len=6)
+        step = [decoder, optimizer, images, np.arange(2), cider, VOCABULARY, params, torch.Generator(), False]
+        scst_step(*step)  # Adam's step counters (host tensors unless fused) exist after the first step
+        steps = [state["step"] for state in optimizer.state.values()]
+        with SyncCounter(steps) as counter:
+            loss, _ = scst_step(*step)
+        assert counter.reads == {"tolist": reads} and loss.requires_grad is False

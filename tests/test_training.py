@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +20,7 @@ from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.store import FeatureStore
 from captioning.metrics import METRIC_KEYS
 from captioning.text.vocabulary import SPECIALS, Vocabulary, encode_captions
-from captioning.training import caption_loss, feature_statistics, fit, train_epoch
+from captioning.training import caption_loss, feature_statistics, fit, train_epoch, training_step
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -173,3 +175,23 @@ def test_the_progress_bar_is_redrawn_at_tqdms_pace_not_on_every_batch(make_decod
         assert log.getvalue().count("\r") == 1  # the first draw only
     last = log.getvalue().split("\r")[-1]  # closing draws the bar once more, with the epoch's mean loss
     assert log.getvalue().count("\r") == 2 and f"loss={values['train_loss']:.3f}" in last
+
+
+@pytest.mark.parametrize("deep_output", [False, True])
+def test_a_training_step_of_the_fast_module_reads_nothing_back_from_the_device(make_decoder, tiny_task, deep_output):
+    """On a GPU every read (loss.item(), int(steps.max()), .tolist()) makes the host wait for the queued kernels.
+
+    Counted as benchmarks/profile_step.py counts them: the lengths come on the host, as iterate_batches gives them.
+    """
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from profile_step import SyncCounter
+
+    train, _, store = tiny_task
+    decoder = make_decoder(deep_output=deep_output).train()
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=0.01, fused=True)
+    trainable = list(decoder.parameters())
+    params = repo_params("train", alpha_c=1.0)
+    for batch in iterate_batches(train, store, 4, np.random.default_rng(0), torch.device("cpu")):
+        with SyncCounter([batch[2]]) as counter:
+            training_step(decoder, optimizer, trainable, batch, params, torch.device("cpu"), "fp32")
+        assert counter.reads == {}

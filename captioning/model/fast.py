@@ -24,6 +24,9 @@ an exact rewriting; only float rounding differs.
    a thin product added into a (C + H, 4H) sum at every step.
 6. Under autocast the LSTM weights are cast once per batch, not at every step, and the per-image mix
    stays in fp32 (memory-bound; bf16 would only add casts).
+7. No slicing or padding of a step's tensors while every caption is still running: a slice of all the rows
+   costs a zero-filled buffer and a copy in backward, padding by nothing a fill and a copy in forward, and
+   each is a kernel launch per word step on a GPU. Same values, same gradients, bit for bit.
 
 Hard attention samples from the same LocationDraws as the literal module, one uniform per caption
 and step, so the two make the same choices although this one drops the rows of ended captions.
@@ -56,6 +59,8 @@ class FastEncodedImages(NamedTuple):
 
 class FastCaptionDecoder(CaptionDecoder):
     """CaptionDecoder with the same parameters and interface (encode, initial_state, step, forward)."""
+
+    reads_lengths_on_host = True  # forward takes the lengths on the host too (captioning.training.caption_loss)
 
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
         # (f.float() - mean) / std on one new (B, L, D) buffer, in place, rather than three.
@@ -140,8 +145,10 @@ class FastCaptionDecoder(CaptionDecoder):
         regions = self.standardise(features)
         keys, values = self._keys_and_values(regions)
         hidden, cell = self._initial_state(regions.mean(dim=1))
-        steps = lengths - 1  # predict words 1..L-1 from words 0..L-2
-        batch_sizes = (steps.unsqueeze(0) > torch.arange(int(steps.max()), device=steps.device).unsqueeze(1)).sum(1)
+        # The active rows of each step from the lengths on the host (captioning/batching.py keeps them there):
+        # reading them from a GPU would make the host wait for the kernels queued so far, twice a batch.
+        steps = lengths.cpu() - 1  # predict words 1..L-1 from words 0..L-2
+        batch_sizes = (steps.unsqueeze(0) > torch.arange(int(steps.max())).unsqueeze(1)).sum(1)  # (T,) on the host
         word_weights, context_weights = _for_matmul(self.lstm.weight_ih).split(  # trick 6: W_ih cast whole, once
             [self.config.embed_dim, self.context.context_dim], dim=1
         )
@@ -162,12 +169,15 @@ class FastCaptionDecoder(CaptionDecoder):
             gated_context = _mix(beta * attended, values)  # beta z: (b, C)
             recurrent_input = torch.cat([gated_context, hidden], dim=1).to(recurrent_weights.dtype)  # (b, C + H)
             recurrent = _RecurrentProduct.apply(recurrent_input, recurrent_weights, tape)  # (b, 4H), trick 5
-            hidden, cell = _lstm_cell(word_gates[t][:active] + recurrent, cell)
+            step_word_gates = word_gates[t] if active == len(lengths) else word_gates[t][:active]  # trick 7
+            hidden, cell = _lstm_cell(step_word_gates + recurrent, cell)
             hiddens.append(hidden)
             if self.config.deep_output:
                 gated_contexts.append(gated_context)
             targets.append(captions[:active, t + 1])
-            weight_sums = weight_sums + nn.functional.pad(weights.float(), (0, 0, 0, features.shape[0] - active))
+            ended = len(lengths) - active  # trick 7: no padding while no caption has ended
+            step_sums = nn.functional.pad(weights.float(), (0, 0, 0, ended)) if ended else weights.float()
+            weight_sums = weight_sums + step_sums  # (B, L)
         previous_words = context_output = None
         if self.config.deep_output:  # the previous word of target t + 1 is word t
             previous_words = torch.cat([captions[: len(step_targets), t] for t, step_targets in enumerate(targets)])
