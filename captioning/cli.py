@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from captioning import interrupts
 from captioning.errors import CaptioningError
 from captioning.io import output_error, remove_stale_temporaries
 
@@ -59,13 +60,20 @@ def run(main: Callable[[], None]) -> None:
     """Run a stage's main(); a CaptioningError becomes `error: <message>` on stderr and exit status 1.
 
     A disk that fills up or a read-only folder is reported the same way (the file and the cause); Ctrl-C
-    prints one line and exits with status 130.
+    prints one line and exits with status 130, also one that came where Python ignores a KeyboardInterrupt
+    (captioning.interrupts).
     """
     setup_logging()
     stage = _stage_name(main)
+    with interrupts.remembered():
+        _run(main, stage)
+
+
+def _run(main: Callable[[], None], stage: str) -> None:
     try:
         remove_stale_temporaries(OUTPUT_FOLDERS)
         main()
+        interrupts.check()  # a Ctrl-C whose KeyboardInterrupt Python ignored still ends the stage with 130
     except CaptioningError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
