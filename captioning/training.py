@@ -11,13 +11,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from captioning import distributed
 from captioning.batching import CaptionSet, WaitClock, iterate_batches
 from captioning.device import autocast
-from captioning.epochs import EpochEnd, EpochPlan, run_epochs
+from captioning.epochs import EpochEnd, EpochPlan, apply_gradients, loss_scaler, run_epochs
 from captioning.evaluation import Validation, validate
 from captioning.features.store import FeatureStore
 from captioning.hard_training import HardAttentionTraining
@@ -75,14 +74,14 @@ def train_epoch(
     trainable = [p for p in decoder.parameters() if p.requires_grad]
     total, count, start = 0.0, 0, time.perf_counter()
     clock = WaitClock(batches)
+    scaler = loss_scaler(device, precision)  # fp16 on a GPU; elsewhere a no-op. Fresh each epoch: nothing to resume
     for features, captions, lengths in clock:
         shared = distributed.global_counts(lengths)  # DDP: counts of the whole global batch (None alone)
         with autocast(device, precision):
             loss = caption_loss(decoder, features, captions, lengths, params.alpha_c, shared, hard)
         optimizer.zero_grad(set_to_none=True)
-        (loss * distributed.world_size()).backward()  # DDP averages the ranks' gradients: make that their sum
-        nn.utils.clip_grad_norm_(trainable, params.grad_clip)
-        optimizer.step()
+        # DDP averages the ranks' gradients: make that their sum
+        apply_gradients(loss * distributed.world_size(), optimizer, trainable, params.grad_clip, scaler)
         batch_captions = shared[1] if shared else len(lengths)
         total += loss.item() * batch_captions
         count += batch_captions
