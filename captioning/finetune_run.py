@@ -41,8 +41,8 @@ class FinetuneFiles:
 
 def run_finetuning(files: FinetuneFiles, params: ScstParams, implementation: str) -> None:
     """Fine-tune files.input with SCST and save the kept epoch's model as files.model."""
-    # every output, before DVCLive starts its log (it empties files.live) and before any work
-    check_writable(files.model, files.live / "metrics.json", files.scratch / "state.pt")
+    # every output, before DVCLive starts its log (it empties files.live) and before any work; the state if used
+    check_writable(files.model, files.live / "metrics.json", *[files.scratch / "state.pt"] * (params.epochs > 0))
     device = select_device()
     decoder, saved = load_model(files.input, device, implementation)
     with EpochLog(files.live) as epoch_log:

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from captioning import interrupts
+from captioning.cli import ctrl_c_deferred, ignore_ctrl_c
 from captioning.data.images import BadImageError, load_rgb, resize_to_array
 from captioning.device import autocast
 from captioning.features.encoder import FEATURE_DIM, FrozenEncoder
@@ -86,14 +86,14 @@ def extract_features(
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if num_workers else None,
-        worker_init_fn=interrupts.ignore_in_worker,
+        worker_init_fn=ignore_ctrl_c,
     )
     regions = math.ceil(image_size / 32) ** 2  # ResNet50's output stride is 32, rounding up
     writer = FeatureWriter(output, len(names), regions, FEATURE_DIM, attrs)
     report = ExtractionReport()
     start = time.perf_counter()
     try:
-        with interrupts.deferred():  # Ctrl-C while the workers start is raised once they all run
+        with ctrl_c_deferred():  # Ctrl-C while the workers start is raised once they all run
             batches = iter(loader)
         try:
             with torch.inference_mode(), tqdm(total=len(names), unit="img", desc="features") as progress:
@@ -110,7 +110,7 @@ def extract_features(
                         writer.append(batch_names, features.to(torch.float16).cpu().numpy())
                     progress.update(len(batch_names) + len(bad))
         finally:
-            with interrupts.deferred():  # here, not in the iterator's __del__, where a KeyboardInterrupt is ignored
+            with ctrl_c_deferred():  # here, not in the iterator's __del__, where a KeyboardInterrupt is ignored
                 _stop_workers(batches)
     except BaseException:
         writer.abandon()

@@ -1,4 +1,4 @@
-"""captioning/interrupts.py: a SIGINT is raised where it can be, never lost (real signals, sent to this process)."""
+"""captioning/cli.py's Ctrl-C: raised where it can be, never lost (real signals, sent to this process)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from captioning import interrupts
+from captioning.cli import ctrl_c_deferred, ctrl_c_remembered, raise_if_interrupted
 
 
 @pytest.fixture
@@ -20,7 +20,7 @@ def ctrl_c_raises():
 
 def test_a_ctrl_c_in_a_deferred_block_is_raised_when_the_block_ends(ctrl_c_raises):
     steps = []
-    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+    with pytest.raises(KeyboardInterrupt), ctrl_c_deferred():
         os.kill(os.getpid(), signal.SIGINT)  # a signal to oneself is handled before kill returns
         steps.append("after the signal")
     assert steps == ["after the signal"]
@@ -33,19 +33,19 @@ def test_a_ctrl_c_lost_where_python_ignores_exceptions_is_raised_by_check(ctrl_c
         def __del__(self):
             os.kill(os.getpid(), signal.SIGINT)  # its KeyboardInterrupt is printed and ignored
 
-    with interrupts.remembered():
+    with ctrl_c_remembered():
         Collected()  # collected at once
         with pytest.raises(KeyboardInterrupt):
-            interrupts.check()
+            raise_if_interrupted()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_an_ignored_sigint_stays_ignored():
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with interrupts.remembered(), interrupts.deferred():
+        with ctrl_c_remembered(), ctrl_c_deferred():
             os.kill(os.getpid(), signal.SIGINT)
-            interrupts.check()
+            raise_if_interrupted()
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
