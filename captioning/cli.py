@@ -2,14 +2,24 @@
 
 Also, when a stage starts, temporaries left in the output folders by a killed run are removed, and
 Ctrl-C ends a stage with one line saying what was kept and how to continue (exit status 130).
+
+A Ctrl-C is never lost. Python runs a signal's handler at the next instruction of the main thread, wherever
+that is. Inside a callback whose exceptions Python only prints ("Exception ignored in ..."), such as an os.fork
+hook (logging's, as a DataLoader starts its workers) or a __del__, the KeyboardInterrupt was lost and the stage
+ran on; in the middle of a worker's start or shutdown it could leave a dead worker and no exit. So run() remembers
+every SIGINT (raise_if_interrupted raises it again at the next safe point), and worker processes start and stop
+with it deferred (ctrl_c_deferred: raised once they are done).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from captioning.errors import CaptioningError
@@ -59,13 +69,20 @@ def run(main: Callable[[], None]) -> None:
     """Run a stage's main(); a CaptioningError becomes `error: <message>` on stderr and exit status 1.
 
     A disk that fills up or a read-only folder is reported the same way (the file and the cause); Ctrl-C
-    prints one line and exits with status 130.
+    prints one line and exits with status 130, also one that came where Python ignores a KeyboardInterrupt
+    (ctrl_c_remembered).
     """
     setup_logging()
     stage = _stage_name(main)
+    with ctrl_c_remembered():
+        _run(main, stage)
+
+
+def _run(main: Callable[[], None], stage: str) -> None:
     try:
         remove_stale_temporaries(OUTPUT_FOLDERS)
         main()
+        raise_if_interrupted()  # a Ctrl-C whose KeyboardInterrupt Python ignored still ends the stage with 130
     except CaptioningError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
@@ -78,3 +95,64 @@ def run(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print(interrupted_message(stage), file=sys.stderr)
         sys.exit(INTERRUPTED_EXIT)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Ctrl-C, never lost
+
+_received = False
+
+
+def _remember_and_raise(signum, frame) -> None:
+    global _received
+    _received = True
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def ctrl_c_remembered() -> Iterator[None]:
+    """Around a stage's main(), in the main thread: SIGINT raises KeyboardInterrupt, as by default, and is
+    remembered for raise_if_interrupted. A SIGINT ignored (a shell's background job) or handled otherwise is left
+    so."""
+    global _received
+    _received = False
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _remember_and_raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def raise_if_interrupted() -> None:
+    """Raise KeyboardInterrupt if a SIGINT arrived in `ctrl_c_remembered`, also one whose KeyboardInterrupt was lost."""
+    if _received:
+        raise KeyboardInterrupt
+
+
+@contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """A SIGINT during the block is raised when the block ends, not in the middle of it. Processes forked in the
+    block inherit a handler that only records it (ignore_ctrl_c then ignores it for good)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield  # ignored (SIG_IGN), default (SIG_DFL) or not ours to change: nothing to defer
+        return
+    arrived = []
+    signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if arrived:
+            previous(signal.SIGINT, None)  # the handler it would have run: KeyboardInterrupt, here
+
+
+def ignore_ctrl_c(worker_id: int | None = None) -> None:
+    """A DataLoader's worker_init_fn: Ctrl-C reaches the whole process group, workers included, and only the main
+    process acts on it (it stops its workers); a worker that died of it could leave the main process waiting."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -146,11 +146,12 @@ def _first_line(caught: list[warnings.WarningMessage]) -> str | None:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """'auto' becomes bf16 on CPUs with native bf16 and on recent GPUs, fp16 on older GPUs, else fp32."""
+    """'auto' becomes bf16 on CPUs with native bf16 and on GPUs with native bf16 (Ampere and later), fp16 on older
+    GPUs (T4, V100: there torch emulates bf16, slower than fp32), else fp32."""
     if precision != "auto":
         return precision
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
     return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "fp32"
 
 

@@ -66,6 +66,28 @@ class EpochPlan:
     fused: bool | None = None  # Adam's fused kernel (one kernel for all parameters)
 
 
+def loss_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """fp16 on a GPU needs its loss scaled (small gradients underflow in fp16); bf16 and fp32 do not, and there
+    the scaler is a no-op: the same gradients, the same steps, bit for bit."""
+    return torch.amp.GradScaler("cuda", enabled=precision == "fp16" and device.type == "cuda")
+
+
+def apply_gradients(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    parameters: list[nn.Parameter],
+    grad_clip: float,
+    scaler: torch.amp.GradScaler,
+) -> None:
+    """Backward, clip the gradients' norm to `grad_clip` and step, through `scaler`: the gradients are unscaled
+    before clipping, and a step whose gradients overflowed is skipped (fp16 only)."""
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(parameters, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 

@@ -16,7 +16,7 @@ from captioning.environment import describe_environment
 from captioning.epochs import EpochLog
 from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.store import FeatureStore
-from captioning.io import run_fingerprint
+from captioning.io import check_writable, run_fingerprint
 from captioning.metrics import CaptionScorer
 from captioning.params import ScstParams
 from captioning.resume import ResumeFile
@@ -41,6 +41,8 @@ class FinetuneFiles:
 
 def run_finetuning(files: FinetuneFiles, params: ScstParams, implementation: str) -> None:
     """Fine-tune files.input with SCST and save the kept epoch's model as files.model."""
+    # every output, before DVCLive starts its log (it empties files.live) and before any work; the state if used
+    check_writable(files.model, files.live / "metrics.json", *[files.scratch / "state.pt"] * (params.epochs > 0))
     device = select_device()
     decoder, saved = load_model(files.input, device, implementation)
     with EpochLog(files.live) as epoch_log:

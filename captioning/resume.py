@@ -1,9 +1,10 @@
 """Resuming an interrupted run: the state after every epoch, and its exact restoration.
 
 The epoch loop (captioning/epochs.py) of cross-entropy and self-critical training saves after each
-epoch the model, optimizer, scheduler, the numpy RNG, the history and the best epoch so far, plus
-each kind of training's own random state, under a `run_key` naming the configuration and inputs, so
-that a run continued from the file equals an uninterrupted one.
+epoch the model, optimizer, scheduler, the numpy RNG, the CUDA RNGs (where CUDA is in use: dropout on
+the GPU draws from them), the history and the best epoch so far, plus each kind of training's own
+random state, under a `run_key` naming the configuration and inputs, so that a run continued from the
+file equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class ResumableRun:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "numpy_rng": json.dumps(self.rng.bit_generator.state),
+            **({"cuda_rng": torch.cuda.get_rng_state_all()} if torch.cuda.is_initialized() else {}),
             "history": [list(h) for h in history],
             "best": best,
             "best_state": best_state,
@@ -73,9 +75,17 @@ class ResumableRun:
         return state
 
     def restore(self, saved: dict) -> tuple[list, dict, dict]:
-        """Puts the saved weights, optimizer, scheduler and numpy RNG back; returns (history, best, best_state)."""
+        """Puts the saved weights, optimizer, scheduler and RNGs back; returns (history, best, best_state). A state
+        saved without CUDA RNGs (on a CPU, or by an older version) leaves them as they are."""
         self.decoder.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.rng.bit_generator.state = json.loads(saved["numpy_rng"])
+        cuda_rng = saved.get("cuda_rng")
+        if cuda_rng is not None and torch.cuda.is_available():
+            devices = torch.cuda.device_count()
+            if len(cuda_rng) != devices:
+                log.warning("the state has the CUDA RNGs of %d GPUs, this machine %d: the common ones restored",
+                            len(cuda_rng), devices)  # fmt: skip
+            torch.cuda.set_rng_state_all(cuda_rng[:devices])
         return [tuple(h) for h in saved["history"]], saved["best"], saved["best_state"]

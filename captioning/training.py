@@ -11,13 +11,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from captioning import distributed
 from captioning.batching import CaptionSet, WaitClock, iterate_batches
 from captioning.device import autocast
-from captioning.epochs import EpochEnd, EpochPlan, run_epochs
+from captioning.epochs import EpochEnd, EpochPlan, apply_gradients, loss_scaler, run_epochs
 from captioning.evaluation import Validation, validate
 from captioning.features.store import FeatureStore
 from captioning.hard_training import HardAttentionTraining
@@ -66,16 +65,18 @@ def feature_statistics(store: FeatureStore, rows: np.ndarray, sample: int = 512,
 def training_step(
     model: CaptionDecoder,
     optimizer: torch.optim.Optimizer,
-    trainable: list[nn.Parameter],
+    trainable: list[torch.nn.Parameter],
     batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     params: TrainParams,
     device: torch.device,
     precision: str,
     hard: HardAttentionTraining | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Forward, backward, clip and Adam on one batch (features and captions on `device`, lengths on the host,
     as iterate_batches gives them). Returns the batch's loss, still on the device (reading it would make the
-    host wait for the step's kernels), and its number of captions (the global batch's under DDP)."""
+    host wait for the step's kernels), and its number of captions (the global batch's under DDP). `scaler`:
+    the epoch's loss_scaler (fp16 on a GPU; a fresh one, a no-op elsewhere, when left out)."""
     features, captions, lengths = batch
     shared = None  # DDP: counts of the whole global batch, summed over the ranks on the device
     if distributed.world_size() > 1:
@@ -83,9 +84,9 @@ def training_step(
     with autocast(device, precision):
         loss = caption_loss(model, features, captions, lengths, params.alpha_c, shared, hard)
     optimizer.zero_grad(set_to_none=True)
-    (loss * distributed.world_size()).backward()  # DDP averages the ranks' gradients: make that their sum
-    nn.utils.clip_grad_norm_(trainable, params.grad_clip)
-    optimizer.step()
+    # DDP averages the ranks' gradients: make that their sum
+    scaler = loss_scaler(device, precision) if scaler is None else scaler
+    apply_gradients(loss * distributed.world_size(), optimizer, trainable, params.grad_clip, scaler)
     return loss.detach(), shared[1] if shared else len(lengths)
 
 
@@ -110,8 +111,11 @@ def train_epoch(
     trainable = [p for p in decoder.parameters() if p.requires_grad]
     total, count, start = torch.zeros((), dtype=torch.float64, device=device), 0, time.perf_counter()
     clock = WaitClock(batches)
+    scaler = loss_scaler(device, precision)  # fp16 on a GPU; elsewhere a no-op. Fresh each epoch: nothing to resume
     for batch in clock:
-        loss, batch_captions = training_step(decoder, optimizer, trainable, batch, params, device, precision, hard)
+        loss, batch_captions = training_step(
+            decoder, optimizer, trainable, batch, params, device, precision, hard, scaler
+        )
         total += loss.double() * batch_captions
         count += batch_captions
         progress.update(batch_captions)

@@ -101,6 +101,14 @@ def test_the_gpu_check_stops_with_one_line_without_a_gpu(project: Path):
     ]
 
 
+def test_the_gpu_check_calls_only_a_two_process_run_an_nccl_check():
+    """One process under torchrun makes no process group: the script must not report NCCL as checked by it."""
+    script = (REPO / "benchmarks/gpu_check.sh").read_text()
+    assert "--nproc_per_node=2" in script and 'if [ "$gpus" -ge 2 ]' in script
+    assert 'echo "not verified: NCCL (one GPU; it needs two processes on two GPUs)"' in script
+    assert "one process (no process group: NCCL not exercised there)" in script
+
+
 def test_the_remote_benchmark_shares_a_tiny_run_through_a_folder_remote(
     tiny_pipeline: Path, tmp_path: Path, one_thread_each
 ):

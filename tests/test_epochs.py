@@ -11,7 +11,7 @@ from torch import nn
 
 from captioning.epochs import EpochLog, EpochPlan, run_epochs
 from captioning.errors import CaptioningError
-from captioning.resume import ResumeFile
+from captioning.resume import ResumableRun, ResumeFile
 
 INPUTS = torch.linspace(-1, 1, 16).reshape(8, 2)
 
@@ -152,3 +152,54 @@ def test_a_disabled_epoch_log_writes_nothing(tmp_path):
         epoch_log(0, {"loss": 2.0}, True)
         epoch_log.summarize(best_epoch=1)
     assert not (tmp_path / "live").exists()
+
+
+def resumable_line(path) -> ResumableRun:
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.Adam(model.parameters())
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    return ResumableRun(path, "key", model, optimizer, scheduler, np.random.default_rng(0))
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """torch.cuda as on a machine with 2 GPUs in use, its RNG states kept in a list: what a CPU can check."""
+    states = [torch.arange(8, dtype=torch.uint8), torch.arange(8, 16, dtype=torch.uint8)]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [state.clone() for state in states])
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda new: states.__setitem__(slice(None), new))
+    return states
+
+
+def test_the_cuda_random_states_are_saved_and_restored(tmp_path, fake_cuda):
+    """Dropout on a GPU draws from the CUDA RNGs: without them, a resumed GPU run differs from an uninterrupted one."""
+    run = resumable_line(tmp_path / "state.pt")
+    run.save(history=[], best={}, best_state={})
+    saved_states = [state.clone() for state in fake_cuda]
+    fake_cuda[:] = [torch.zeros(8, dtype=torch.uint8)] * 2  # the GPUs drew on after the save
+
+    resumed = resumable_line(tmp_path / "state.pt")
+    resumed.restore(resumed.load())
+    assert all(torch.equal(a, b) for a, b in zip(fake_cuda, saved_states, strict=True))
+
+
+def test_a_state_saved_without_cuda_random_states_still_loads(tmp_path, fake_cuda):
+    """A file of an older version, or of a CPU run, continued on a GPU: the CUDA RNGs are left as they are."""
+    run = resumable_line(tmp_path / "state.pt")
+    run.save(history=[], best={}, best_state={})
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    del state["cuda_rng"]
+    torch.save(state, tmp_path / "state.pt")
+    before = [state.clone() for state in fake_cuda]
+
+    resumed = resumable_line(tmp_path / "state.pt")
+    assert resumed.restore(resumed.load()) == ([], {}, {})
+    assert all(torch.equal(a, b) for a, b in zip(fake_cuda, before, strict=True))
+
+
+def test_a_cpu_run_saves_no_cuda_random_state(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    resumable_line(tmp_path / "state.pt").save(history=[], best={}, best_state={})
+    assert "cuda_rng" not in torch.load(tmp_path / "state.pt", weights_only=True)

@@ -1,4 +1,4 @@
-"""captioning/features/parts.py through the real stage: kill -9 and rerun, stale parts, several processes.
+"""captioning/features/parts.py through the real stage: kill -9 and rerun, stale parts, several processes, Ctrl-C.
 
 Every run must give the file an uninterrupted single-process run gives: same features, image names,
 skipped images and attributes.
@@ -6,8 +6,11 @@ skipped images and attributes.
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -97,3 +100,81 @@ def test_two_processes_write_the_same_file_as_one(prepared: Path):
         write_params(prepared, {"features": {"nproc": 1}})
     assert "in 2 processes" in result.stderr
     assert_same_file(prepared / "data/two.h5", prepared / "data/straight.h5")
+
+
+# Ctrl-C at a part boundary, delivered by the stage itself to its whole process group (as a terminal sends it, to the
+# decoding worker too) at the exact moment: the signal is pending when kill returns, so no timing is involved.
+CTRL_C_AT = {
+    # the second part's decoding worker is forked: Python runs the handler in os.fork's hooks, which ignore exceptions
+    "next_worker_start": (
+        "def at_fork():\n"
+        "    if glob.glob('scratch/features/*/part-*.h5') and not sent:\n"
+        "        ctrl_c()\n"
+        "os.register_at_fork(after_in_parent=at_fork)\n"
+    ),
+    # the second part's decoding worker is being stopped, its last batch extracted
+    "worker_shutdown": (
+        "from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter as Batches\n"
+        "shutdown = Batches._shutdown_workers\n"
+        "def shutdown_workers(self):\n"
+        "    if glob.glob('scratch/features/*/part-*.h5') and not sent:\n"
+        "        ctrl_c()\n"
+        "    shutdown(self)\n"
+        "Batches._shutdown_workers = shutdown_workers\n"
+    ),
+}
+
+
+def live_processes_in_group(group: int) -> list[str]:
+    """The processes (not zombies) of a process group, from /proc: `pid state command`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[2]) == group and fields[0] != "Z":
+            found.append(f"{stat.parent.name} {fields[0]} {(stat.parent / 'cmdline').read_bytes()[:80]!r}")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", sorted(CTRL_C_AT))
+def test_ctrl_c_at_a_part_boundary_is_one_line_and_exit_130(prepared: Path, moment: str):
+    """The issue's case: Ctrl-C as one part ends and the next begins, with one decoding worker, was ignored (the
+    stage ran on, exit 0) or left a dead worker and no exit. Any moment gives the one line, exit 130, no process."""
+    stage = (
+        "import glob, os, runpy, signal\n"
+        "sent = []\n"
+        "def ctrl_c():\n"
+        "    sent.append(True)\n"
+        "    os.killpg(0, signal.SIGINT)\n"
+        "    sent.append(True)  # a Python call after the signal: its handler runs here at the latest\n"
+        f"{CTRL_C_AT[moment]}"
+        # as in a terminal: SIGINT raises KeyboardInterrupt (a background job of a CI shell starts with it ignored)
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "runpy.run_module('stages.features', run_name='__main__', alter_sys=True)\n"
+    )
+    write_params(prepared, {"features": {"num_workers": 1}})
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", stage, *stage_command("features", output="data/interrupted.h5")[3:]],
+            cwd=prepared, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        )  # fmt: skip
+        try:
+            stderr = process.communicate(timeout=300)[1]
+        except subprocess.TimeoutExpired:
+            left = live_processes_in_group(process.pid)
+            os.killpg(process.pid, signal.SIGKILL)
+            raise AssertionError(f"no exit after 300 s: {left}\n{process.communicate()[1]}") from None
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr and "Exception" not in stderr, stderr
+        assert stderr.splitlines()[-1] == (
+            "interrupted: no partial output was written (dvc checkout restores the last recorded one); the finished "
+            "parts in scratch/features/ are kept; rerun the stage (dvc repro) to continue from them"
+        )
+        assert live_processes_in_group(process.pid) == []
+        assert parts(prepared) and not (prepared / "data/interrupted.h5").exists()
+    finally:
+        write_params(prepared, {"features": {"num_workers": 0}})
+        shutil.rmtree(prepared / "scratch/features", ignore_errors=True)

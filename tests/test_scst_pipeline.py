@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from tiny_repo import TINY, copy_repository, run, stage_command, write_params
+from tiny_repo import TINY, copy_repository, run, run_stage_here, stage_command, write_params
 
 from captioning.metrics import METEOR_SWITCH
 
@@ -139,3 +139,34 @@ def test_ctrl_c_during_scst_is_one_line_and_the_rerun_resumes(tiny_repo: Path, m
         assert model.is_file() and not state.exists()
     finally:
         run(["git", "checkout", "params.yaml"], tiny_repo)
+
+
+@pytest.mark.slow
+def test_a_read_only_models_folder_stops_finetune_before_its_metrics_are_touched(tiny_repo: Path, monkeypatch, capsys):
+    """The issue's case: the stage stopped with the right line but had first emptied metrics/finetune/metrics.json.
+
+    Tests run as root, who may write anywhere: os.access answers for models/ as for another user, and the model's
+    write fails as it then would."""
+    import errno
+
+    import captioning.finetune_run
+    import captioning.io
+
+    metrics = tiny_repo / "metrics/finetune/metrics.json"
+    before = metrics.read_bytes()
+    access = os.access
+    monkeypatch.setattr(
+        captioning.io.os, "access", lambda path, mode: Path(path).name != "models" and access(path, mode)
+    )
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tiny_repo / "models/model.pt"))
+
+    monkeypatch.setattr(captioning.finetune_run, "pass_through", read_only)
+    monkeypatch.setattr(captioning.finetune_run, "save_finetuned", read_only)
+    result = run_stage_here(tiny_repo, "finetune", monkeypatch, capsys)
+    assert metrics.read_bytes() == before
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: models/model.pt: cannot write it, its folder is read-only for this user (permission denied)"
+    ]

@@ -65,7 +65,8 @@ def run_stage(project: Path, stage: str, env: dict, probe_log: Path, log_file) -
 
 
 def run_under_torchrun(project: Path, env: dict, probe_log: Path, log_file, captions: int) -> StageRun:
-    """The train stage's own command under `torchrun --standalone --nproc_per_node=1` (NCCL on a GPU)."""
+    """The train stage's own command under `torchrun --standalone --nproc_per_node=1`: the launcher and the stage
+    under it. One process makes no process group, so NCCL is not exercised (benchmarks/gpu_check.sh checks it)."""
     command = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]["train"]["cmd"].split()
     assert command[:3] == ["python", "-m", "stages.train"], command
     torchrun = ["python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", *command[1:]]
@@ -78,7 +79,7 @@ def run_under_torchrun(project: Path, env: dict, probe_log: Path, log_file, capt
         raise SystemExit(f"error: train under torchrun failed ({result.returncode}); see {log_file.name}")
     probe = json.loads(probe_log.read_text().splitlines()[-1])
     metrics = read_json(project / "metrics/train/metrics.json")
-    note = f"epoch {metrics.get('epoch_seconds', float('nan')):.0f} s, torchrun, 1 process (NCCL on a GPU)"
+    note = f"epoch {metrics.get('epoch_seconds', float('nan')):.0f} s, torchrun, 1 process (no process group)"
     return StageRun.from_probe("train (torchrun)", probe, time.perf_counter() - start, 0, captions, "captions", note)
 
 

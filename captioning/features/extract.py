@@ -6,6 +6,7 @@ images that cannot be decoded are skipped and named in the output (or stop the r
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -17,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from captioning.cli import ctrl_c_deferred, ignore_ctrl_c
 from captioning.data.images import BadImageError, load_rgb, resize_to_array
 from captioning.device import autocast
 from captioning.features.encoder import FEATURE_DIM, FrozenEncoder
@@ -84,24 +86,32 @@ def extract_features(
         collate_fn=_collate,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if num_workers else None,
+        worker_init_fn=ignore_ctrl_c,
     )
     regions = math.ceil(image_size / 32) ** 2  # ResNet50's output stride is 32, rounding up
     writer = FeatureWriter(output, len(names), regions, FEATURE_DIM, attrs)
     report = ExtractionReport()
     start = time.perf_counter()
     try:
-        with torch.inference_mode(), tqdm(total=len(names), unit="img", desc="features") as progress:
-            for batch_names, images, bad in loader:
-                for name, message in bad:
-                    if on_bad_image == "error":
-                        raise BadImageError(f"{message} (set data.on_bad_image: skip to skip such images)")
-                    log.warning("skipped: %s", message)
-                    report.skipped.append(name)
-                if images is not None:
-                    with autocast(device, precision):
-                        features = encoder(images.to(device, non_blocking=True))
-                    writer.append(batch_names, features.to(torch.float16).cpu().numpy())
-                progress.update(len(batch_names) + len(bad))
+        with ctrl_c_deferred():  # Ctrl-C while the workers start is raised once they all run
+            batches = iter(loader)
+        try:
+            with torch.inference_mode(), tqdm(total=len(names), unit="img", desc="features") as progress:
+                # islice: the last batch ends the loop, not the iterator's own worker shutdown (done below)
+                for batch_names, images, bad in itertools.islice(batches, len(loader)):
+                    for name, message in bad:
+                        if on_bad_image == "error":
+                            raise BadImageError(f"{message} (set data.on_bad_image: skip to skip such images)")
+                        log.warning("skipped: %s", message)
+                        report.skipped.append(name)
+                    if images is not None:
+                        with autocast(device, precision):
+                            features = encoder(images.to(device, non_blocking=True))
+                        writer.append(batch_names, features.to(torch.float16).cpu().numpy())
+                    progress.update(len(batch_names) + len(bad))
+        finally:
+            with ctrl_c_deferred():  # here, not in the iterator's __del__, where a KeyboardInterrupt is ignored
+                _stop_workers(batches)
     except BaseException:
         writer.abandon()
         raise
@@ -109,6 +119,13 @@ def extract_features(
     report.written = writer.count
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _stop_workers(batches) -> None:
+    """End the DataLoader's worker processes now (joined), as the iterator's __del__ would."""
+    stop = getattr(batches, "_shutdown_workers", None)  # absent with num_workers 0: no workers
+    if stop is not None:
+        stop()
 
 
 def encoder_fingerprint(encoder: FrozenEncoder) -> str:

@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 import torch
 
+from captioning.cli import raise_if_interrupted
 from captioning.data.table import CaptionTable
 from captioning.device import resolve_precision
 from captioning.errors import CaptioningError
@@ -128,6 +129,7 @@ def extract_in_parts(
     else:
         _extract_in_processes(make_encoder, image_root, work, nproc, device, options)
 
+    raise_if_interrupted()
     with atomic_path(output) as temporary:
         report = merge_parts(paths, temporary, capacity=len(names), attrs=attrs)
     shutil.rmtree(folder)
@@ -184,6 +186,7 @@ def _extract_parts(
 ) -> None:
     encoder = make_encoder()
     for names, path in work:
+        raise_if_interrupted()  # a Ctrl-C whose KeyboardInterrupt Python ignored (in a __del__, say) stops here
         with atomic_path(path) as temporary:
             extract_features(encoder, image_root, names, temporary, device=device, **options)
         log.info("wrote %s (%d images)", path, len(names))
