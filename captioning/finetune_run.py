@@ -39,8 +39,9 @@ class FinetuneFiles:
     scratch: Path
 
 
-def run_finetuning(files: FinetuneFiles, params: ScstParams, implementation: str) -> None:
-    """Fine-tune files.input with SCST and save the kept epoch's model as files.model."""
+def run_finetuning(files: FinetuneFiles, params: ScstParams, implementation: str, feature_memory_gb: float) -> None:
+    """Fine-tune files.input with SCST and save the kept epoch's model as files.model. The features are held in RAM
+    up to `feature_memory_gb` (train.feature_memory_gb) and read batch by batch beyond it."""
     # every output, before DVCLive starts its log (it empties files.live) and before any work; the state if used
     check_writable(files.model, files.live / "metrics.json", *[files.scratch / "state.pt"] * (params.epochs > 0))
     device = select_device()
@@ -53,7 +54,7 @@ def run_finetuning(files: FinetuneFiles, params: ScstParams, implementation: str
             return
         vocabulary, table = Vocabulary.load(files.vocab), read_table(files.table)
         check_vocabulary(files.input, saved["words"], files.vocab, vocabulary.words)
-        store = FeatureStore(files.features)
+        store = FeatureStore(files.features, memory_budget_bytes=int(feature_memory_gb * 1e9))
         images, val = RewardImages.from_split(table, store, "train"), EvaluationImages.from_split(table, store, "val")
         inputs = [files.table, files.vocab, files.features, files.input]
         resume = ResumeFile(files.scratch / "state.pt", run_fingerprint([params, implementation], inputs))

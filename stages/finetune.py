@@ -16,7 +16,8 @@ def arguments() -> argparse.ArgumentParser:
 def main() -> None:
     args = arguments().parse_args()
     params, implementation = load_params("scst"), load_params("model").implementation
-    run_finetuning(FinetuneFiles(**vars(args)), params, implementation)
+    memory_gb = load_params("train").feature_memory_gb  # the RAM budget for features, as the train stage's (a knob)
+    run_finetuning(FinetuneFiles(**vars(args)), params, implementation, memory_gb)
 
 
 if __name__ == "__main__":

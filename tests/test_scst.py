@@ -245,6 +245,23 @@ def test_finetune_resumed_after_an_interruption_ends_as_an_uninterrupted_run(mak
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), resumed.state_dict().values()))
 
 
+def test_finetune_is_the_same_with_the_features_in_ram_or_streamed(make_decoder, small_corpus):
+    """train.feature_memory_gb, which the finetune stage obeys too, changes where the features are read from."""
+    images, val, in_ram = small_corpus
+    streamed = FeatureStore(in_ram.path, memory_budget_bytes=0)
+    assert in_ram.in_memory is not None and streamed.in_memory is None
+    params = repo_params("scst", epochs=2, lr=0.01, samples=3, baseline="greedy", max_len=5, batch_size=2)
+    runs = []
+    for store in (in_ram, streamed):
+        decoder = make_decoder(seed=7)
+        with CaptionScorer(meteor=False) as scorer:
+            validation = Validation(val, store, VOCABULARY, scorer, params.max_len, torch.device("cpu"))
+            best = finetune(decoder, images, validation, params, on_epoch_end=lambda *_: None)
+        runs.append((best, decoder.state_dict()))
+    (best_a, weights_a), (best_b, weights_b) = runs
+    assert best_a == best_b and all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+
+
 def test_scst_params_are_validated_with_one_line_errors():
     assert repo_params("scst", epochs=0, baseline="mean", samples=2).epochs == 0
     cases = {
