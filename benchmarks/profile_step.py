@@ -37,10 +37,9 @@ import torch
 from _timing import machine_header
 from torch import nn
 from torch.overrides import TorchFunctionMode
-from train_step import FEATURE_DIM, REGIONS, TutorialDecoder, tutorial_loss
+from train_step import FEATURE_DIM, REGIONS, three_decoders, tutorial_loss
 
 from captioning.cider import CiderD
-from captioning.model import DecoderConfig, build_decoder
 from captioning.params import load_params
 from captioning.scst import scst_step
 from captioning.text.vocabulary import SPECIALS, Vocabulary
@@ -207,13 +206,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    shape = {"decoder_dim": args.dim, "attention_dim": args.dim, "dropout": 0.5, "attention": "soft"}
-    model = dataclasses.replace(load_params("model"), **shape, deep_output=False)
-    config = DecoderConfig.from_params(model, vocab_size=args.vocab, embed_dim=args.embed_dim, feature_dim=FEATURE_DIM)
-    fast = build_decoder(config, "fast").train()
-    paper = build_decoder(config, "paper").train()
-    paper.load_state_dict(fast.state_dict())
-    tutorial = TutorialDecoder(args.vocab, args.embed_dim, args.dim, args.dim).train()
+    fast, paper, tutorial = three_decoders(args.vocab, args.embed_dim, args.dim)
     candidates = {  # name: (model, optimiser as its design makes it, step, lengths on the host)
         # captioning.batching.iterate_batches leaves the lengths on the host; the tutorial moves them to the GPU.
         "fast module": (fast, torch.optim.Adam(fast.parameters(), lr=4e-4, fused=True), training_step, True),

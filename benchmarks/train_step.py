@@ -144,6 +144,18 @@ def ours_loss(decoder, features, captions, lengths):
     return caption_loss(decoder, features, captions, lengths, alpha_c=1.0)
 
 
+def three_decoders(vocab: int, embed_dim: int, dim: int) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """The fast and the literal module (the same weights) and the tutorial's decoder, in training mode: params.yaml's
+    model at the tutorial's sizes, reading words off h alone as the tutorial's does (without the deep output)."""
+    shape = {"decoder_dim": dim, "attention_dim": dim, "dropout": 0.5, "attention": "soft"}
+    model = dataclasses.replace(load_params("model"), **shape, deep_output=False)
+    config = DecoderConfig.from_params(model, vocab_size=vocab, embed_dim=embed_dim, feature_dim=FEATURE_DIM)
+    fast = build_decoder(config, "fast").train()
+    paper = build_decoder(config, "paper").train()
+    paper.load_state_dict(fast.state_dict())
+    return fast, paper, TutorialDecoder(vocab, embed_dim, dim, dim).train()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--captions", type=int, default=256, help="captions per timed pass (a multiple of batch)")
@@ -163,14 +175,7 @@ def main() -> None:
     data = make_captions(args.captions, args.vocab, images, rng)
 
     torch.manual_seed(0)
-    # params.yaml's model at the tutorial's sizes; its decoder reads words off h alone: without the deep output.
-    shape = {"decoder_dim": args.dim, "attention_dim": args.dim, "dropout": 0.5, "attention": "soft"}
-    model = dataclasses.replace(load_params("model"), **shape, deep_output=False)
-    config = DecoderConfig.from_params(model, vocab_size=args.vocab, embed_dim=args.dim, feature_dim=FEATURE_DIM)
-    ours = build_decoder(config, "fast").train()
-    paper = build_decoder(config, "paper").train()
-    paper.load_state_dict(ours.state_dict())
-    reference = TutorialDecoder(args.vocab, args.dim, args.dim, args.dim).train()
+    ours, paper, reference = three_decoders(args.vocab, args.dim, args.dim)
     ours_optimizer = torch.optim.Adam(ours.parameters(), lr=4e-4, fused=True)  # as fit() makes it
     paper_optimizer = torch.optim.Adam(paper.parameters(), lr=4e-4, fused=True)
     reference_optimizer = torch.optim.Adam(reference.parameters(), lr=4e-4)
