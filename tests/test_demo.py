@@ -21,6 +21,7 @@ from captioning.caption import Captioner
 from captioning.data.images import BadImageError, load_rgb
 from captioning.data.table import CaptionTable, ImageRecord, write_table
 from captioning.decoding import beam_search
+from captioning.demo.app import cached_png
 from captioning.demo.beams import ranked_beams
 from captioning.demo.explain import Explainer, attention_overlay, provenance, read_image, split_images
 from captioning.model import CaptionDecoder, DecoderConfig
@@ -193,6 +194,24 @@ def test_converted_files_are_captioned_as_the_features_stage_sees_them(
     assert explanation.display.mode == "RGB"
     if kind == "rotated":  # stored 100 x 60, shown upright: 60 wide, 100 high
         assert image.size == (60, 100) and explanation.display.size[0] < explanation.display.size[1]
+
+
+def test_an_image_shown_again_is_the_same_file_never_rewritten(tmp_path):
+    """Two users shown the same map get one file, complete from the moment its name exists: a second request must
+    not rewrite it while the first is being fetched (Gradio's own image cache rewrites it in place)."""
+    image, other = scene(96, 64, 0), scene(96, 64, 1)
+    first = Path(cached_png(image, tmp_path))
+    with Image.open(first) as written:
+        np.testing.assert_array_equal(np.asarray(written.convert("RGB")), np.asarray(image))
+    os.utime(first, ns=(10**9, 10**9))  # an old file: any rewrite would show in its times
+    before = first.stat()
+    again = Path(cached_png(image.copy(), tmp_path))
+    assert again == first and (again.stat().st_ino, again.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    third = Path(cached_png(other, tmp_path))
+    assert third.parent != first.parent and third.name == first.name
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file()) == sorted(
+        [first.relative_to(tmp_path), third.relative_to(tmp_path)]
+    )  # no staging file left behind
 
 
 def test_provenance_comes_from_the_model_file(model, tmp_path):

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import importlib.util
+import io
 import logging
 import os
 import re
 import socket
 import sys
+import tempfile
 import threading
 import time
 from functools import wraps
@@ -92,6 +95,26 @@ def success_message(name: str, explanation: Explanation) -> str:
     return message
 
 
+def cached_png(image: Image.Image, cache: str | Path) -> str:
+    """The image as a PNG in Gradio's cache, in a folder named by its content as Gradio names its own, never rewritten.
+
+    Gradio saves an image output by rewriting that file in place, even when it exists: two users shown the same
+    map (the same photo) could then fetch a half-written PNG. Here an existing file is kept, and a new one is
+    written under a name of its own and renamed into place. Gradio tracks and expires the file as its own.
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, format="png")
+    data = buffer.getvalue()
+    folder = Path(cache) / hashlib.sha256(data).hexdigest()
+    target = folder / "attention.png"
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".attention.", suffix=".png", delete=False) as staging:
+            staging.write(data)
+        os.replace(staging.name, target)
+    return str(target)
+
+
 def remove_orphaned_uploads(folder: str | Path, age_s: float, now: float | None = None) -> list[Path]:
     """Remove the files Gradio leaves in its cache untracked, so that its own expiry never removes them.
 
@@ -162,9 +185,12 @@ def build_app(
         """Every output of an image event (caption, beams, words, attention, message, state), emptied."""
         return "", "", gr.Radio(choices=[], value=None), None, message, None
 
+    def overlay(explanation: Explanation, index: int) -> str:
+        return cached_png(attention_overlay(explanation.display, explanation.weights[index]), attention.GRADIO_CACHE)
+
     def shown(name: str, explanation: Explanation) -> tuple:
         words = gr.Radio(choices=[(token, index) for index, token in enumerate(explanation.tokens)], value=0)
-        first = attention_overlay(explanation.display, explanation.weights[0]) if explanation.tokens else None
+        first = overlay(explanation, 0) if explanation.tokens else None
         caption = " ".join(explanation.words) or "(empty caption)"
         return caption, beams_table(explanation), words, first, success_message(name, explanation), explanation
 
@@ -196,10 +222,10 @@ def build_app(
             return nothing()
         return shown(name, explainer.explain_file(test_images[name], name))
 
-    def on_word(index: int | None, explanation: Explanation | None) -> Image.Image | None:
+    def on_word(index: int | None, explanation: Explanation | None) -> str | None:
         if explanation is None or index is None or not 0 <= int(index) < len(explanation.tokens):
             return None
-        return attention_overlay(explanation.display, explanation.weights[int(index)])
+        return overlay(explanation, int(index))
 
     with gr.Blocks(
         title="Show, Attend and Tell: caption your own photo",
@@ -224,7 +250,7 @@ def build_app(
                 words = gr.Radio(choices=[], label="Choose a word to see its attention", elem_id="words")
                 attention = gr.Image(
                     label="Where the model looked",
-                    type="pil",
+                    type="filepath",
                     format="png",
                     interactive=False,
                     elem_id="attention",
