@@ -15,7 +15,7 @@ from captioning.device import select_device
 from captioning.environment import describe_environment
 from captioning.epochs import EpochLog
 from captioning.evaluation import EvaluationImages, Validation
-from captioning.features.store import FeatureStore
+from captioning.features.store import FeatureStore, memory_budget_bytes
 from captioning.io import check_writable, run_fingerprint
 from captioning.metrics import CaptionScorer
 from captioning.params import ScstParams
@@ -39,9 +39,11 @@ class FinetuneFiles:
     scratch: Path
 
 
-def run_finetuning(files: FinetuneFiles, params: ScstParams, implementation: str, feature_memory_gb: float) -> None:
+def run_finetuning(
+    files: FinetuneFiles, params: ScstParams, implementation: str, feature_memory_gb: float | str
+) -> None:
     """Fine-tune files.input with SCST and save the kept epoch's model as files.model. The features are held in RAM
-    up to `feature_memory_gb` (train.feature_memory_gb) and read batch by batch beyond it."""
+    up to `feature_memory_gb` (train.feature_memory_gb: GB, or auto) and read batch by batch beyond it."""
     # every output, before DVCLive starts its log (it empties files.live) and before any work; the state if used
     check_writable(files.model, files.live / "metrics.json", *[files.scratch / "state.pt"] * (params.epochs > 0))
     device = select_device()
@@ -54,7 +56,7 @@ def run_finetuning(files: FinetuneFiles, params: ScstParams, implementation: str
             return
         vocabulary, table = Vocabulary.load(files.vocab), read_table(files.table)
         check_vocabulary(files.input, saved["words"], files.vocab, vocabulary.words)
-        store = FeatureStore(files.features, memory_budget_bytes=int(feature_memory_gb * 1e9))
+        store = FeatureStore(files.features, memory_budget_bytes=memory_budget_bytes(feature_memory_gb))
         images, val = RewardImages.from_split(table, store, "train"), EvaluationImages.from_split(table, store, "val")
         inputs = [files.table, files.vocab, files.features, files.input]
         resume = ResumeFile(files.scratch / "state.pt", run_fingerprint([params, implementation], inputs))

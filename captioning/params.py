@@ -64,6 +64,10 @@ def number_at_least(low: float) -> Rule:
     return Rule(f"a number >= {low}", lambda value: value >= low)
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def number_above(low: float) -> Rule:
     return Rule(f"a number > {low}", lambda value: value > low)
 
@@ -188,7 +192,10 @@ class TrainParams(Section):
     select_by: Annotated[str, one_of(SELECT_BY)]
     precision: Annotated[str, one_of(PRECISIONS)]
     val_max_len: Annotated[int, at_least(1)]
-    feature_memory_gb: Annotated[float, number_at_least(0)]
+    feature_memory_gb: Annotated[
+        float | str,
+        Rule("auto or a number >= 0", lambda value: value == "auto" or _number(value) and value >= 0),
+    ]
     nproc_per_node: Annotated[int, at_least(1)]
     nnodes: Annotated[int, at_least(1)]
     node_rank: int

@@ -24,7 +24,7 @@ from captioning.epochs import EpochLog
 from captioning.errors import CaptioningError
 from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.recipe import FeatureRecipe
-from captioning.features.store import FeatureStore
+from captioning.features.store import FeatureStore, memory_budget_bytes
 from captioning.io import check_writable, run_fingerprint
 from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
@@ -65,7 +65,8 @@ def run_training(
 
     torch.manual_seed(params.seed)
     table, vocabulary = read_table(files.table), Vocabulary.load(files.vocab)
-    store = FeatureStore(files.features, memory_budget_bytes=int(params.feature_memory_gb * 1e9))
+    budget = memory_budget_bytes(params.feature_memory_gb, processes=params.nproc_per_node)  # each process loads them
+    store = FeatureStore(files.features, memory_budget_bytes=budget)
     recipe = FeatureRecipe.from_dict(store.attrs, str(files.features), "rerun the features stage (dvc repro features)")
     check_splits(table, files.table, store.skipped)
     check_writable(files.model, files.scratch / "state.pt")

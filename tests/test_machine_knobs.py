@@ -26,7 +26,7 @@ from captioning.data.scenes import write_scenes
 from captioning.data.table import read_table, write_table
 from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.parts import extract_table
-from captioning.features.store import FeatureStore
+from captioning.features.store import FeatureStore, memory_budget_bytes
 from captioning.metrics import METRIC_KEYS
 from captioning.params import IMAGE_FOLDER, MACHINE_KNOBS, SECTIONS, parse_section, without_machine_knobs
 from captioning.text.vocabulary import SPECIALS, Vocabulary, encode_captions
@@ -171,12 +171,12 @@ def test_training_is_the_same_with_the_features_in_ram_or_streamed(feature_file,
     encoded = encode_captions(VOCABULARY, captions, [i for i in range(len(NAMES)) for _ in range(2)], max_len=5)
     references = [[" ".join(captions[2 * i])] for i in (0, 5)]
 
-    def train(feature_memory_gb: float) -> tuple[dict, dict]:
+    def train(feature_memory_gb: float | str) -> tuple[dict, dict]:
         params = repo_params(
             "train", lr=0.01, epochs=3, batch_size=4, precision="fp32", feature_memory_gb=feature_memory_gb
         )
-        store = FeatureStore(path, memory_budget_bytes=int(params.feature_memory_gb * 2**30))  # as run_training
-        assert (store.in_memory is not None) == (feature_memory_gb > 0)
+        store = FeatureStore(path, memory_budget_bytes=memory_budget_bytes(params.feature_memory_gb))  # as run_training
+        assert (store.in_memory is not None) == (feature_memory_gb != 0)
         data = CaptionSet(encoded["captions"], encoded["lengths"], encoded["image_index"].astype(np.int64))
         val = EvaluationImages(["img_0.png", "img_5.png"], store.rows_for(["img_0.png", "img_5.png"]), references)
         decoder = make_decoder(dropout=0.5).train()
@@ -185,7 +185,7 @@ def test_training_is_the_same_with_the_features_in_ram_or_streamed(feature_file,
         best = fit(decoder, data, validation, params)
         return best, decoder.state_dict()
 
-    (in_ram, ram_weights), (streamed, streamed_weights) = train(4.0), train(0.0)
+    (in_ram, ram_weights), (streamed, streamed_weights) = train("auto"), train(0.0)
     assert in_ram == streamed
     assert ram_weights.keys() == streamed_weights.keys()
     for name, weight in ram_weights.items():

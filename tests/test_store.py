@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from captioning.errors import CaptioningError
-from captioning.features.store import FeatureStore, FeatureWriter
+from captioning.features import store as store_module
+from captioning.features.store import FeatureStore, FeatureWriter, memory_budget_bytes
 
 NAMES = [f"img_{i}.png" for i in range(7)]
 
@@ -39,6 +40,19 @@ def test_rows_in_any_order_with_repeats_agree_in_memory_and_budgeted(feature_fil
     assert budgeted.rows(rows).dtype == np.float16
     np.testing.assert_array_equal(budgeted.rows(np.array([4])), values.astype(np.float16)[[4]])
     assert FeatureStore(path, memory_budget_bytes=in_memory.nbytes).in_memory is not None  # a budget that fits
+
+
+def test_streamed_rows_are_read_once_each_in_runs_of_consecutive_rows(feature_file, values):
+    store = FeatureStore(feature_file(NAMES, values), memory_budget_bytes=0)
+    reads = []
+    read_direct = store.dataset.read_direct
+    store.dataset.read_direct = lambda array, source, *dest: reads.append(source) or read_direct(array, source, *dest)
+    rows = np.array([5, 1, 2, 6, 2, 3])
+    np.testing.assert_array_equal(store.rows(rows), values.astype(np.float16)[rows])
+    assert reads == [np.s_[1:4], np.s_[5:7]]  # rows 1-3 and 5-6, forward, the repeated row 2 once
+    reads.clear()
+    np.testing.assert_array_equal(store.rows(np.array([4, 0, 2])), values.astype(np.float16)[[4, 0, 2]])
+    assert reads == [np.s_[0], np.s_[2], np.s_[4]]
 
 
 def test_writer_grows_past_and_trims_to_its_capacity(tmp_path, values):
@@ -92,6 +106,16 @@ def test_features_that_fit_the_budget_but_not_the_free_memory_are_read_batch_by_
     rows = np.array([6, 2, 2, 0])
     np.testing.assert_array_equal(short.rows(rows), roomy.rows(rows))
     assert FeatureStore(path, available_bytes=1).in_memory is not None  # no budget: whole, as asked
+
+
+def test_the_auto_budget_is_half_the_available_memory_shared_by_the_processes(monkeypatch):
+    monkeypatch.setattr(store_module, "available_memory_bytes", lambda: 64 * 10**9)
+    assert memory_budget_bytes("auto") == 32 * 10**9
+    assert memory_budget_bytes("auto", processes=8) == 4 * 10**9  # DDP: each process loads its own copy
+    assert memory_budget_bytes(2.5, processes=8) == memory_budget_bytes(2.5) == 2_500_000_000  # GB as written
+    assert memory_budget_bytes(0) == 0
+    monkeypatch.setattr(store_module, "available_memory_bytes", lambda: None)  # no /proc/meminfo
+    assert memory_budget_bytes("auto") == 4 * 10**9
 
 
 class FlushFails:
