@@ -170,6 +170,22 @@ def tutorial_step(model, optimizer, batch, alpha_c: float) -> Callable[[], float
     return run
 
 
+def written_out_cell_operators(rows: int, size: int) -> int:
+    """Operators of one word step's LSTM cell as the fast module writes it out for the CPU (the gates' sum, the
+    activations and products), forward and backward: on CUDA one fused kernel each way does all of them."""
+    from captioning.model.fast import _lstm_cell
+
+    input_gates, hidden_gates = (torch.randn(rows, 4 * size, requires_grad=True) for _ in range(2))
+    cell = torch.randn(rows, size, requires_grad=True)
+    upstream = (torch.ones(rows, size), torch.ones(rows, size))
+
+    def step():
+        outputs = _lstm_cell(input_gates + hidden_gates, cell)
+        torch.autograd.grad(outputs, (input_gates, hidden_gates, cell), upstream)
+
+    return profile_operators(step)
+
+
 # ----------------------------------------------------------------------------------------------------
 def batch_of(lengths: np.ndarray, vocab: int, rng: np.random.Generator):
     """Captions of the given token counts (<start> and <end> included), longest first, and random features."""
@@ -232,6 +248,20 @@ def main() -> None:
         short_ops = profile_operators(step(decoder, optimizer, short))
         long_ops = profile_operators(step(decoder, optimizer, long))
         rows.append((f"training step, {name}", syncs, operators, (long_ops - short_ops) / 10))
+    # CUDA's fused cell (captioning/model/fast.py, trick 8) cannot run here: its count is the fast module's with the
+    # written-out cell's operators of every word step replaced by the fused kernel's two (forward, backward).
+    cell = written_out_cell_operators(args.batch_size, args.dim)
+    _, syncs, operators, per_word = rows[0]
+    steps = int(mixed[2].max()) - 1
+    rows.insert(
+        1,
+        (
+            f"training step, fast module on CUDA (fused cell: {cell} operators a word step become 2)",
+            syncs,
+            operators - (cell - 2) * steps,
+            per_word - cell + 2,
+        ),
+    )
 
     params = dataclasses.replace(load_params("scst"), samples=5, max_len=21, batch_size=args.scst_batch)
     words = list(SPECIALS) + [f"w{i}" for i in range(args.vocab - len(SPECIALS))]

@@ -9,6 +9,7 @@ from test_paper import LENGTHS, random_captions
 
 from captioning.decoding import beam_search, greedy_decode
 from captioning.model import CaptionDecoder, FastCaptionDecoder, build_decoder, resolve_implementation
+from captioning.model import fast as fast_module
 from captioning.model.fast import TABLE_STEPS
 from captioning.training import caption_loss
 
@@ -25,6 +26,38 @@ def pair(make_decoder, **options) -> tuple[CaptionDecoder, FastCaptionDecoder]:
     return paper, fast
 
 
+def kernel_on_the_cpu(input_gates: torch.Tensor, hidden_gates: torch.Tensor, cell: torch.Tensor):
+    """What CUDA's fused cell (aten::_thnn_fused_lstm_cell) computes and returns, as CPU operators: gates = input +
+    hidden in the order i f g o; (h', c', a workspace)."""
+    in_gate, forget_gate, candidate, out_gate = (input_gates + hidden_gates).chunk(4, dim=1)
+    new_cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(in_gate) * torch.tanh(candidate)
+    return torch.sigmoid(out_gate) * torch.tanh(new_cell), new_cell, torch.empty(0)
+
+
+@pytest.fixture(params=["written out", "fused"])
+def cell(request, monkeypatch):
+    """The fast module's LSTM cell as the CPU runs it, or through the branch CUDA takes (its kernel as CPU maths)."""
+    if request.param == "fused":
+        monkeypatch.setattr(fast_module, "FUSED_CELL_DEVICES", ("cpu",))
+        monkeypatch.setattr(fast_module, "_fused_lstm_cell", kernel_on_the_cpu)
+    return request.param
+
+
+def test_the_fused_cell_takes_the_arguments_and_gives_the_outputs_the_branch_expects():
+    """The real operator on the meta device (shapes and dtypes, no values; torch has no CPU kernel for it): two gate
+    terms and the cell in, (h', c', workspace) out, and a backward to all three. The meta kernel requires the
+    optional biases (CUDA's does not), so they are given here as zeros."""
+    rows, size = 3, 5
+    gates = [torch.empty(rows, 4 * size, device="meta", requires_grad=True) for _ in range(2)]
+    cell = torch.empty(rows, size, device="meta", requires_grad=True)
+    biases = [torch.zeros(4 * size, device="meta") for _ in range(2)]
+    hidden, new_cell, _ = torch.ops.aten._thnn_fused_lstm_cell(*gates, cell, *biases)
+    assert hidden.shape == new_cell.shape == (rows, size) and hidden.dtype == new_cell.dtype == torch.float32
+    (hidden.sum() + new_cell.sum()).backward()
+    assert [t.grad.shape for t in (*gates, cell)] == [(rows, 4 * size), (rows, 4 * size), (rows, size)]
+    assert fast_module.FUSED_CELL_DEVICES == ("cuda",)
+
+
 def test_auto_is_fast_and_both_load_the_same_state_dict(make_decoder):
     paper, fast = make_decoder(implementation="paper"), make_decoder(implementation="auto")
     assert type(paper) is CaptionDecoder and type(fast) is FastCaptionDecoder
@@ -36,7 +69,9 @@ def test_auto_is_fast_and_both_load_the_same_state_dict(make_decoder):
 @pytest.mark.parametrize("alpha_c", [0.0, 1.0])
 @pytest.mark.parametrize("deep_output", [True, False])
 @pytest.mark.parametrize("attention", ["soft", "none"])
-def test_loss_and_every_gradient_equal_the_literal_modules(make_decoder, features, attention, deep_output, alpha_c):
+def test_loss_and_every_gradient_equal_the_literal_modules(
+    make_decoder, features, attention, deep_output, alpha_c, cell
+):
     paper, fast = pair(make_decoder, attention=attention, deep_output=deep_output)
     region_features, captions, lengths = features(4) * 3, random_captions(LENGTHS, seed=2), torch.tensor(LENGTHS)
     losses = []
@@ -53,7 +88,9 @@ def test_loss_and_every_gradient_equal_the_literal_modules(make_decoder, feature
 
 @pytest.mark.parametrize("deep_output", [True, False])
 @pytest.mark.parametrize("attention", ["soft", "none"])
-def test_forward_gives_the_literal_scores_targets_and_attention_sums(make_decoder, features, attention, deep_output):
+def test_forward_gives_the_literal_scores_targets_and_attention_sums(
+    make_decoder, features, attention, deep_output, cell
+):
     paper, fast = pair(make_decoder, attention=attention, deep_output=deep_output)
     region_features, captions, lengths = features(4), random_captions(LENGTHS, seed=0), torch.tensor(LENGTHS)
     for expected, got in zip(paper(region_features, captions, lengths), fast(region_features, captions, lengths)):
@@ -63,7 +100,7 @@ def test_forward_gives_the_literal_scores_targets_and_attention_sums(make_decode
 @pytest.mark.parametrize("beams", [1, 3])
 @pytest.mark.parametrize("deep_output", [True, False])
 @pytest.mark.parametrize("attention", ["soft", "none"])
-def test_each_step_gives_the_literal_outputs(make_decoder, features, attention, deep_output, beams):
+def test_each_step_gives_the_literal_outputs(make_decoder, features, attention, deep_output, beams, cell):
     paper, fast = pair(make_decoder, attention=attention, deep_output=deep_output, dropout=0.5)  # eval: no dropout
     region_features = features(4) * 3
     paper_encoded, fast_encoded = paper.encode(region_features), fast.encode(region_features)
