@@ -25,6 +25,10 @@ fi
 "$python" -c 'import torch; p = torch.cuda.get_device_properties(0); print(f"GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB, torch {torch.__version__}, CUDA {torch.version.cuda}")'
 nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv,noheader || true
 
+# The fast module's CUDA-only branch (the fused LSTM cell) against the literal module, on this GPU.
+"$python" -m pytest -q -p no:randomly tests/test_fast.py -k "on_cuda" -n 0
+echo "verified: the fast module's fused LSTM cell gives the literal module's loss and gradients on this GPU"
+
 mkdir -p "$workdir"
 # precision auto = AMP: bf16 on GPUs with native bf16, fp16 on older ones (captioning/device.py).
 PYTHONPATH=$PWD "$python" benchmarks/scale.py --images "$images" --workdir "$workdir" \

@@ -86,6 +86,24 @@ def test_loss_and_every_gradient_equal_the_literal_modules(
         torch.testing.assert_close(fast_parameters[name].grad, parameter.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it there)")
+@pytest.mark.parametrize("deep_output", [True, False])
+def test_on_cuda_the_fused_cell_gives_the_literal_loss_and_gradients(make_decoder, features, deep_output):
+    """The branch the CPU cannot run, with the real kernel: the loss and every gradient of the literal module (whose
+    nn.LSTMCell runs the same kernel on CUDA) in fp32."""
+    paper, fast = (decoder.cuda().train() for decoder in pair(make_decoder, deep_output=deep_output))
+    region_features, captions = features(4).cuda() * 3, random_captions(LENGTHS, seed=2).cuda()
+    losses = []
+    for decoder in (paper, fast):
+        loss = caption_loss(decoder, region_features, captions, torch.tensor(LENGTHS), alpha_c=1.0)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    fast_parameters = dict(fast.named_parameters())
+    for name, parameter in paper.named_parameters():
+        torch.testing.assert_close(fast_parameters[name].grad, parameter.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
 @pytest.mark.parametrize("deep_output", [True, False])
 @pytest.mark.parametrize("attention", ["soft", "none"])
 def test_forward_gives_the_literal_scores_targets_and_attention_sums(
