@@ -8,12 +8,19 @@ Each kind of training supplies an `EpochStep` (one epoch of its training, return
 the random state it draws from) and its validation (captioning/evaluation.py); the loop does the rest.
 Under torchrun (see captioning/distributed.py) every rank runs the loop; rank 0 alone validates and
 saves, and every rank gets its scores.
+
+Validation has two parts: the device's (captioning the validation images) and the host's (scoring the
+captions: Java's tokenizer, METEOR, CIDEr). With plan.score_in_background (on a GPU) the host scores an
+epoch's captions in a thread while the device trains the next epoch; the epoch is logged, and judged the
+best or not, when its scores arrive. The state saved after an epoch then holds its captions, still to be
+scored, and the run ends exactly as with scoring in line.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +59,37 @@ class EpochStep(Protocol):
         """Puts back what resume_state() saved."""
 
 
+class Validator(Protocol):
+    """An epoch's validation in its two parts (captioning/evaluation.py: ValidationRun)."""
+
+    def captions(self) -> object:
+        """The device's part, on the loop's thread: the model's output to be scored (a dict of captions)."""
+
+    def scores(self, captions: object) -> dict[str, float]:
+        """The host's part: the scores of `captions`, from them alone (it may run while the model trains on)."""
+
+
+class InLine:
+    """A validation all on the loop's thread: `validate()` gives the scores, the host's part has nothing left."""
+
+    def __init__(self, validate: Callable[[], dict[str, float]]):
+        self.captions = validate
+
+    def scores(self, captions: dict[str, float]) -> dict[str, float]:
+        return captions
+
+
+@dataclass
+class Pending:
+    """An epoch validated on the device, its scores still to come (a Future in the background)."""
+
+    epoch: int
+    values: dict
+    captions: object
+    weights: dict[str, torch.Tensor] | None  # the epoch's weights, kept while the model trains on; None: the model's
+    scores: Future | None = None
+
+
 @dataclass(frozen=True)
 class EpochPlan:
     """How many epochs, Adam's rate with its StepLR decay, and the validation score that picks the kept epoch."""
@@ -64,6 +102,7 @@ class EpochPlan:
     select_by_param: str  # where select_by is set ("params.yaml: train.select_by"), for the error naming it
     validate_start: bool = False  # epoch 0 is the starting model, validated only (and kept if no epoch beats it)
     fused: bool | None = None  # Adam's fused kernel (one kernel for all parameters)
+    score_in_background: bool = False  # score an epoch's captions while the next epoch trains (a GPU's way)
 
 
 def loss_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
@@ -95,13 +134,14 @@ def copy_state(module: nn.Module) -> dict[str, torch.Tensor]:
 def run_epochs(
     decoder: nn.Module,
     step: EpochStep,
-    validate: Callable[[], dict[str, float]],
+    validate: Validator | Callable[[], dict[str, float]],
     plan: EpochPlan,
     on_epoch_end: EpochEnd | None = None,
     resume: ResumeFile | None = None,
 ) -> dict:
-    """Train `decoder` for plan.epochs by `step`, scoring each epoch with validate() (called on rank 0 only),
-    calling on_epoch_end(position, values, is_best) after each epoch.
+    """Train `decoder` for plan.epochs by `step`, validating each epoch with `validate` (on rank 0 only: a
+    Validator, or a function giving the scores at once), calling on_epoch_end(position, values, is_best) after
+    each epoch's scores.
 
     Returns the best validation scores (with "epoch": 1, 2, ... or 0, the starting model, with
     plan.validate_start); the decoder ends holding that epoch's weights. With `resume`, the state after
@@ -109,6 +149,7 @@ def run_epochs(
     last completed epoch: the epochs already done are replayed to on_epoch_end, the result equals an
     uninterrupted run's.
     """
+    validator = validate if hasattr(validate, "scores") else InLine(validate)
     on_epoch_end = on_epoch_end or (lambda epoch, values, is_best: None)
     trainable = [p for p in decoder.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=plan.lr, fused=plan.fused)
@@ -118,19 +159,33 @@ def run_epochs(
     history: list[tuple[dict, bool]] = []
     best, best_state = {plan.select_by: float("-inf")}, copy_state(decoder)
     main = distributed.is_main()
+    deferred = plan.score_in_background  # on every rank (they take the scores at the same points), scored on rank 0
+    pending: Pending | None = None
     saved = distributed.broadcast(resumable.load() if main else None)  # DDP: every rank resumes from rank 0's
     if saved is not None:
         history, best, best_state = resumable.restore(saved)
         step.restore(saved)
-        done = len(history) - plan.validate_start
+        if saved.get("pending") is not None:  # an epoch whose scores had not arrived: its captions are scored now
+            pending = Pending(**saved["pending"], weights=None)
+        done = len(history) + (pending is not None) - plan.validate_start
         log.info("resuming after epoch %d of %d (state in %s)", done, plan.epochs, path)
     for position, (values, is_best) in enumerate(history):
         on_epoch_end(position, values, is_best)
 
-    def end_epoch(epoch: int, values: dict) -> None:
+    def start_validation(epoch: int, values: dict, scorer: ThreadPoolExecutor | None) -> Pending:
+        captions = validator.captions() if main else None
+        if not deferred:
+            return Pending(epoch, values, captions, weights=None)
+        scores = scorer.submit(validator.scores, captions) if scorer is not None else None
+        return Pending(epoch, values, captions, copy_state(decoder), scores)
+
+    def finish(done: Pending) -> None:
         nonlocal best, best_state
-        scores = distributed.broadcast(validate() if main else None)  # DDP: rank 0 validates, the others take it
-        values.update({f"val_{k}": v for k, v in scores.items()})
+        scores = None
+        if main:
+            scores = done.scores.result() if done.scores is not None else validator.scores(done.captions)
+        scores = distributed.broadcast(scores)  # DDP: rank 0 validates, the others take its scores
+        values = {**done.values, **{f"val_{k}": v for k, v in scores.items()}}
         if plan.select_by not in scores:
             raise CaptioningError(
                 f"{plan.select_by_param}={plan.select_by} is not available here (the scorer gave "
@@ -138,21 +193,45 @@ def run_epochs(
             )
         is_best = scores[plan.select_by] > best[plan.select_by]
         if is_best:
-            best, best_state = {**scores, "epoch": epoch}, copy_state(decoder)
-        described = step.describe(values) if epoch else "the starting model"
+            best = {**scores, "epoch": done.epoch}
+            best_state = done.weights if done.weights is not None else copy_state(decoder)
+        described = step.describe(values) if done.epoch else "the starting model"
         selected = f"val {plan.select_by} {scores[plan.select_by]:.4f}{' (best)' if is_best else ''}"
-        log.info("%s %d: %s, %s", step.name, epoch, described, selected)
+        log.info("%s %d: %s, %s", step.name, done.epoch, described, selected)
         history.append((values, is_best))
         on_epoch_end(len(history) - 1, values, is_best)
-        if main:
-            resumable.save(history, best, best_state, **step.resume_state())
 
-    if plan.validate_start and not history:
-        end_epoch(0, {})
-    for epoch in range(len(history) + 1 - plan.validate_start, plan.epochs + 1):
-        values = {"lr": optimizer.param_groups[0]["lr"], **step.train_epoch(optimizer, epoch)}
-        scheduler.step()
-        end_epoch(epoch, values)
+    def save(waiting: Pending | None) -> None:
+        if main:
+            unscored = None if waiting is None else {k: getattr(waiting, k) for k in ("epoch", "values", "captions")}
+            resumable.save(history, best, best_state, pending=unscored, **step.resume_state())
+
+    def advance(current: Pending) -> None:
+        """`current` validated on the device: the previous epoch finishes (its scores have been computed meanwhile),
+        then, in line, this one too; then the state is saved."""
+        nonlocal pending
+        if pending is not None:
+            finish(pending)
+        pending = current
+        if not deferred:
+            finish(pending)
+            pending = None
+        save(pending)
+
+    background = deferred and main
+    with ThreadPoolExecutor(1, thread_name_prefix="validation-scores") if background else nullcontext() as scorer:
+        if pending is not None:  # resumed before an epoch's scores had arrived: the model holds its weights
+            finish(pending)
+            pending = None
+        if plan.validate_start and not history:
+            advance(start_validation(0, {}, scorer))
+        for epoch in range(len(history) + 1 - plan.validate_start + (pending is not None), plan.epochs + 1):
+            values = {"lr": optimizer.param_groups[0]["lr"], **step.train_epoch(optimizer, epoch)}
+            scheduler.step()
+            advance(start_validation(epoch, values, scorer))
+        if pending is not None:
+            finish(pending)
+            save(None)
     decoder.load_state_dict(best_state)
     return best
 

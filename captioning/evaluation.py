@@ -107,19 +107,30 @@ class Validation:
     device: torch.device
 
 
-def validate(decoder: CaptionDecoder, validation: Validation) -> dict[str, float]:
-    """The validation images' scores (the scorer's metrics) for the decoder's greedy captions, in eval mode."""
-    decoder.eval()
-    vocabulary, images = validation.vocabulary, validation.images
-    captions, _ = decode_captions(
-        decoder,
-        validation.store,
-        images,
-        vocabulary,
-        validation.device,
-        lambda d, f: greedy_decode(d, f, vocabulary.start, vocabulary.end, validation.max_len),
-    )
-    return validation.scorer.score(captions, dict(zip(images.names, images.references)))
+class ValidationRun:
+    """The decoder's validation for the epoch loop (captioning/epochs.py: Validator): greedy captions of the
+    validation images on the device, in eval mode; their scores on the host, from the captions alone."""
+
+    def __init__(self, decoder: CaptionDecoder, validation: Validation):
+        self.decoder, self.validation = decoder, validation
+
+    def captions(self) -> dict[str, str]:
+        decoder, validation = self.decoder, self.validation
+        decoder.eval()
+        vocabulary = validation.vocabulary
+        captions, _ = decode_captions(
+            decoder,
+            validation.store,
+            validation.images,
+            vocabulary,
+            validation.device,
+            lambda d, f: greedy_decode(d, f, vocabulary.start, vocabulary.end, validation.max_len),
+        )
+        return captions
+
+    def scores(self, captions: dict[str, str]) -> dict[str, float]:
+        images = self.validation.images
+        return self.validation.scorer.score(captions, dict(zip(images.names, images.references)))
 
 
 def scene_metrics(table: CaptionTable, names: list[str], captions: dict[str, str], weights: list[np.ndarray]) -> dict:

@@ -37,7 +37,7 @@ from captioning.cider import CiderD
 from captioning.data.table import CaptionTable
 from captioning.decoding import Sampled, greedy_tokens, sample_captions
 from captioning.epochs import EpochEnd, EpochPlan, run_epochs
-from captioning.evaluation import Validation, validate
+from captioning.evaluation import Validation, ValidationRun
 from captioning.features.store import FeatureStore
 from captioning.io import atomic_path
 from captioning.model import CaptionDecoder
@@ -81,7 +81,15 @@ def greedy_rewards(
     stop_early: bool | None = None,
 ) -> np.ndarray:
     """Rennie's baseline: the reward of each image's greedy caption (eval mode, no gradient): (B,)."""
-    rows = greedy_tokens(decoder, features, vocabulary.start, vocabulary.end, max_len, stop_early).tolist()  # one read
+    tokens = greedy_tokens(decoder, features, vocabulary.start, vocabulary.end, max_len, stop_early)
+    return greedy_caption_rewards(tokens, images, cider, vocabulary, max_len)
+
+
+def greedy_caption_rewards(
+    tokens: torch.Tensor, images: np.ndarray, cider: CiderD, vocabulary: Vocabulary, max_len: int
+) -> np.ndarray:
+    """The rewards of greedy_tokens' captions (B, T), read from the device at once: (B,)."""
+    rows = tokens.tolist()  # one read
     words = []
     for row in rows:
         # Up to <end>, which is kept; a caption that never emitted it has max_len words and no <end>.
@@ -129,12 +137,13 @@ def scst_batch(
     )
     started = time.perf_counter()
     words = caption_words(sampled.tokens, sampled.lengths, vocabulary)  # the sampled captions, read once
+    greedy = None
+    if params.baseline == "greedy":  # queued before the samples' rewards: a GPU decodes while the host scores
+        greedy = greedy_tokens(decoder, features, vocabulary.start, vocabulary.end, params.max_len, stop_early)
     rewards = cider.scores(words, np.repeat(images, k))
     rewards = rewards.reshape(-1, k)  # (B, K)
-    if params.baseline == "greedy":
-        baseline = np.repeat(
-            greedy_rewards(decoder, features, images, cider, vocabulary, params.max_len, stop_early)[:, None], k, 1
-        )
+    if greedy is not None:
+        baseline = np.repeat(greedy_caption_rewards(greedy, images, cider, vocabulary, params.max_len)[:, None], k, 1)
     else:
         baseline = mean_of_others(rewards)
     reward_seconds = time.perf_counter() - started
@@ -251,8 +260,9 @@ def finetune(
         SELECT_BY,
         "captioning/scst.py: SELECT_BY",
         validate_start=True,
+        score_in_background=validation.device.type == "cuda",  # the host scores while the GPU trains on
     )
-    return run_epochs(decoder, step, lambda: validate(decoder, validation), plan, on_epoch_end, resume)
+    return run_epochs(decoder, step, ValidationRun(decoder, validation), plan, on_epoch_end, resume)
 
 
 def pass_through(source: str | Path, target: str | Path) -> None:

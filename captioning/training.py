@@ -17,7 +17,7 @@ from captioning import distributed
 from captioning.batching import CaptionSet, WaitClock, iterate_batches
 from captioning.device import autocast
 from captioning.epochs import EpochEnd, EpochPlan, apply_gradients, loss_scaler, run_epochs
-from captioning.evaluation import Validation, validate
+from captioning.evaluation import Validation, ValidationRun
 from captioning.features.store import FeatureStore
 from captioning.hard_training import HardAttentionTraining
 from captioning.model import CaptionDecoder, paper
@@ -179,9 +179,11 @@ def fit(
     precision: str = "fp32",
     on_epoch_end: EpochEnd | None = None,
     resume: ResumeFile | None = None,
+    score_in_background: bool | None = None,
 ) -> dict:
     """Train for params.epochs in the epoch loop (captioning/epochs.py); on_epoch_end(epoch, values, is_best)
-    after each epoch (0, 1, ...). The training captions' features are read from validation.store.
+    after each epoch (0, 1, ...). The training captions' features are read from validation.store. Validation's
+    scores are computed while the next epoch trains where `score_in_background` says (None: on a GPU).
 
     Returns the best validation scores (with "epoch"); the decoder ends holding the best epoch's weights.
     With `resume`, a run interrupted after some epochs continues from the last one it saved.
@@ -196,5 +198,6 @@ def fit(
         params.select_by,
         "params.yaml: train.select_by",
         fused=True,  # one kernel for all parameters
+        score_in_background=validation.device.type == "cuda" if score_in_background is None else score_in_background,
     )
-    return run_epochs(decoder, step, lambda: validate(decoder, validation), plan, on_epoch_end, resume)
+    return run_epochs(decoder, step, ValidationRun(decoder, validation), plan, on_epoch_end, resume)

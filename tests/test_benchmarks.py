@@ -46,6 +46,10 @@ SCRIPTS = {  # script: (arguments, a line of its report)
         ["--captions", "16", "--batch-size", "8", "--vocab", "40", "--dim", "16", "--repeats", "1", *THREADS],
         "Training step",
     ),
+    "validation_overlap.py": (
+        ["--epochs", "2", "--repeats", "1", "--captions", "16"],
+        "the same kept epoch and scores: True; the same weights: True",
+    ),
 }
 
 

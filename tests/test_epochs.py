@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -78,7 +79,8 @@ def run(epochs=4, validate=None, resume=None, stop_at=None, **options):
     return model, step, best, logged
 
 
-def test_the_best_epoch_is_kept_and_its_weights_restored():
+@pytest.mark.parametrize("background", [False, True])
+def test_the_best_epoch_is_kept_and_its_weights_restored(background):
     weights = []
     torch.manual_seed(0)
     model = nn.Linear(2, 1)
@@ -89,22 +91,28 @@ def test_the_best_epoch_is_kept_and_its_weights_restored():
         return {"score": next(scores)}
 
     logged = []
-    best = run_epochs(model, LineStep(model), validate, plan(4), lambda *epoch: logged.append(epoch))
+    best = run_epochs(
+        model, LineStep(model), validate, plan(4, score_in_background=background), lambda *epoch: logged.append(epoch)
+    )
     assert [position for position, _, _ in logged] == [0, 1, 2, 3]
     assert [is_best for _, _, is_best in logged] == [True, True, False, False]  # a tie is no improvement
     assert best == {"score": 0.3, "epoch": 2}
     assert all(torch.equal(model.state_dict()[k], weights[1][k]) for k in weights[1])
 
 
-def test_every_epoch_logs_its_rate_its_numbers_and_its_scores_and_the_rate_decays():
-    _, step, _, logged = run(epochs=5)
+@pytest.mark.parametrize("background", [False, True])
+def test_every_epoch_logs_its_rate_its_numbers_and_its_scores_and_the_rate_decays(background):
+    _, step, _, logged = run(epochs=5, score_in_background=background)
     assert step.epochs_trained == [1, 2, 3, 4, 5]
     assert [values["lr"] for _, values, _ in logged] == pytest.approx([0.05, 0.05, 0.025, 0.025, 0.0125])
     assert list(logged[0][1]) == ["lr", "loss", "val_score", "val_other"]
 
 
-def test_with_validate_start_epoch_0_is_the_starting_model_and_is_kept_when_nothing_beats_it():
-    model, step, best, logged = run(epochs=2, validate=scripted([0.5, 0.4, 0.5]), validate_start=True)
+@pytest.mark.parametrize("background", [False, True])
+def test_with_validate_start_epoch_0_is_the_starting_model_and_is_kept_when_nothing_beats_it(background):
+    model, step, best, logged = run(
+        epochs=2, validate=scripted([0.5, 0.4, 0.5]), validate_start=True, score_in_background=background
+    )
     assert step.epochs_trained == [1, 2]
     assert [(position, values, is_best) for position, values, is_best in logged][0] == (0, {"val_score": 0.5}, True)
     assert [is_best for _, _, is_best in logged] == [True, False, False]
@@ -113,16 +121,57 @@ def test_with_validate_start_epoch_0_is_the_starting_model_and_is_kept_when_noth
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), nn.Linear(2, 1).state_dict().values()))
 
 
+@pytest.mark.parametrize("background", [False, True])
 @pytest.mark.parametrize("validate_start", [False, True])
-def test_a_run_interrupted_and_resumed_ends_as_an_uninterrupted_one(tmp_path, validate_start):
-    straight, _, straight_best, straight_log = run(epochs=4, validate_start=validate_start)
+def test_a_run_interrupted_and_resumed_ends_as_an_uninterrupted_one(tmp_path, validate_start, background):
+    """In the background the state saved after an epoch holds its captions, not yet scored: the rerun scores them."""
+    straight, _, straight_best, straight_log = run(epochs=4, validate_start=validate_start)  # scored in line
     resume = ResumeFile(tmp_path / "state.pt", "key")
+    options = {"validate_start": validate_start, "score_in_background": background}
     with pytest.raises(KeyboardInterrupt):
-        run(epochs=4, resume=resume, stop_at=2, validate_start=validate_start)
-    resumed, step, resumed_best, resumed_log = run(epochs=4, resume=resume, validate_start=validate_start)
-    assert step.epochs_trained == list(range(3 - validate_start, 5))  # only the epochs not saved are trained again
+        run(epochs=4, resume=resume, stop_at=2, **options)
+    pending = torch.load(tmp_path / "state.pt", weights_only=True)["pending"]
+    assert (pending is not None) == background
+    resumed, step, resumed_best, resumed_log = run(epochs=4, resume=resume, **options)
+    # only the epochs not saved are trained again; in the background, the epoch stopped at was logged (and the run
+    # stopped) after the next had trained and been saved, its captions not yet scored
+    assert step.epochs_trained == list(range(3 - validate_start + background, 5))
     assert resumed_log == straight_log and resumed_best == straight_best  # the saved epochs replayed first
     assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()))
+
+
+class ScoredWhileTraining:
+    """A validation whose host part waits (up to a minute) for the next epoch's training to start: it can only
+    see it start when it runs beside the training."""
+
+    def __init__(self, step: LineStep):
+        self.step, self.seen = step, []
+        self.next_epoch_started = threading.Event()
+        train_epoch = step.train_epoch
+
+        def train_and_signal(optimizer, epoch):
+            self.next_epoch_started.set()
+            return train_epoch(optimizer, epoch)
+
+        step.train_epoch = train_and_signal
+
+    def captions(self) -> dict[str, float]:
+        self.next_epoch_started.clear()
+        return {"score": float(len(self.step.epochs_trained))}
+
+    def scores(self, captions: dict[str, float]) -> dict[str, float]:
+        last = captions["score"] == 3
+        self.seen.append(last or self.next_epoch_started.wait(timeout=60))
+        return captions
+
+
+def test_in_the_background_an_epoch_is_scored_while_the_next_one_trains():
+    torch.manual_seed(0)
+    model = nn.Linear(2, 1)
+    step = LineStep(model)
+    validator = ScoredWhileTraining(step)
+    best = run_epochs(model, step, validator, plan(3, score_in_background=True))
+    assert validator.seen == [True, True, True] and best["epoch"] == 3
 
 
 def test_state_saved_under_another_key_is_ignored(tmp_path):
