@@ -32,9 +32,17 @@ SCRIPTS = {  # script: (arguments, a line of its report)
     "demo.py": (["--repeats", "1"], "whole upload"),
     "demo_load.py": (["--users", "5"], "every reply named its own file: yes"),
     "intervals.py": (["--images", "40", "--resamples", "50", "--naive", "1"], "naive re-scoring / bootstrap"),
-    "features.py": (
-        ["--images", "2", "--batch-size", "2", "--fp32-batches", "1", "--workers", "0", "--repeats", "1", *THREADS],
-        "Feature extraction: end to end vs bare forward",
+    "features.py": (  # two worker counts, through parts (4 images, parts of 3)
+        [
+            "--images=4",
+            "--batch-size=2",
+            "--fp32-batches=1",
+            "--workers=0,1",
+            "--chunk-size=3",
+            "--repeats=1",
+            *THREADS,
+        ],
+        "the same output, byte for byte: yes",
     ),
     "memory.py": (["--images", "40", "--budget-mb", "1", "--batch-size", "8"], "worst "),
     "profile_step.py": (

@@ -38,6 +38,7 @@ def test_a_ctrl_c_lost_where_python_ignores_exceptions_is_raised_by_check(ctrl_c
         with pytest.raises(KeyboardInterrupt):
             raise_if_interrupted()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    raise_if_interrupted()  # remembered in the block only: code run after it (the next test, here) runs on
 
 
 def test_an_ignored_sigint_stays_ignored():

@@ -102,17 +102,29 @@ def test_two_processes_write_the_same_file_as_one(prepared: Path):
     assert_same_file(prepared / "data/two.h5", prepared / "data/straight.h5")
 
 
-# Ctrl-C at a part boundary, delivered by the stage itself to its whole process group (as a terminal sends it, to the
-# decoding worker too) at the exact moment: the signal is pending when kill returns, so no timing is involved.
+# Ctrl-C as the decoding worker starts (once, before the first part), between two parts, and as the worker stops
+# (once, after the last part), delivered by the stage itself to its whole process group (as a terminal sends it, to
+# the decoding worker too) at the exact moment: the signal is pending when kill returns, so no timing is involved.
 CTRL_C_AT = {
-    # the second part's decoding worker is forked: Python runs the handler in os.fork's hooks, which ignore exceptions
-    "next_worker_start": (
+    # the decoding worker is forked: Python runs the handler in os.fork's hooks, which ignore exceptions
+    "worker_start": (
+        "import traceback\n"
         "def at_fork():\n"
-        "    if glob.glob('scratch/features/*/part-*.h5') and not sent:\n"
+        "    if not sent and any('torch/utils/data' in f.filename for f in traceback.extract_stack()):\n"
         "        ctrl_c()\n"
         "os.register_at_fork(after_in_parent=at_fork)\n"
     ),
-    # the second part's decoding worker is being stopped, its last batch extracted
+    # a part is in place and the next part's file is being created, the worker decoding ahead
+    "part_boundary": (
+        "from captioning.features.store import FeatureWriter\n"
+        "create = FeatureWriter.__init__\n"
+        "def create_part(self, *args, **kwargs):\n"
+        "    if glob.glob('scratch/features/*/part-*.h5') and not sent:\n"
+        "        ctrl_c()\n"
+        "    create(self, *args, **kwargs)\n"
+        "FeatureWriter.__init__ = create_part\n"
+    ),
+    # the decoding worker is being stopped, the last part written
     "worker_shutdown": (
         "from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter as Batches\n"
         "shutdown = Batches._shutdown_workers\n"
@@ -141,8 +153,9 @@ def live_processes_in_group(group: int) -> list[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", sorted(CTRL_C_AT))
 def test_ctrl_c_at_a_part_boundary_is_one_line_and_exit_130(prepared: Path, moment: str):
-    """The issue's case: Ctrl-C as one part ends and the next begins, with one decoding worker, was ignored (the
-    stage ran on, exit 0) or left a dead worker and no exit. Any moment gives the one line, exit 130, no process."""
+    """The issue's case: Ctrl-C as one part ended and the next began, when each part started and stopped a decoding
+    worker of its own, was ignored (the stage ran on, exit 0) or left a dead worker and no exit. The worker now
+    starts and stops once; any moment gives the one line, exit 130, no process left, the finished parts kept."""
     stage = (
         "import glob, os, runpy, signal\n"
         "sent = []\n"
@@ -174,7 +187,8 @@ def test_ctrl_c_at_a_part_boundary_is_one_line_and_exit_130(prepared: Path, mome
             "parts in scratch/features/ are kept; rerun the stage (dvc repro) to continue from them"
         )
         assert live_processes_in_group(process.pid) == []
-        assert parts(prepared) and not (prepared / "data/interrupted.h5").exists()
+        assert not (prepared / "data/interrupted.h5").exists()
+        assert bool(parts(prepared)) == (moment != "worker_start")  # the worker starts before the first part
     finally:
         write_params(prepared, {"features": {"num_workers": 0}})
         shutil.rmtree(prepared / "scratch/features", ignore_errors=True)

@@ -1,13 +1,15 @@
 """Resumable and parallel feature extraction: the image list in fixed-size parts, merged at the end.
 
-Each chunk of `chunk_size` images is extracted (extract_features) into its own HDF5 file in a scratch
-folder named by the run key, through atomic_path, so a part either exists whole or not at all. A run
-killed part-way leaves its finished parts; a rerun with the same key (same params, encoder and table)
-extracts only the missing ones. The parts may be shared among several processes (process p takes every
-nproc-th missing part; one GPU each where there are GPUs). The merge copies them, one part at a time and
-in image order, into the one output file, so the output is the same, byte for byte, whatever the number of
-processes, the part size or the interruptions. The scratch folder is not a DVC output: it is deleted once the
-output is in place.
+Each chunk of `chunk_size` images is extracted into its own HDF5 file in a scratch folder named by the
+run key, through atomic_path, so a part either exists whole or not at all. A process extracts all its
+parts with one pool of decoding workers (extract_parts), started once and decoding ahead across the
+parts' boundaries, so features.num_workers can grow to the host's cores. A run killed part-way leaves its
+finished parts; a rerun with the same key (same params, encoder and table) extracts only the missing ones.
+The parts may be shared among several processes (process p takes every nproc-th missing part; one GPU
+each where there are GPUs). The merge copies them, one part at a time and in image order, into the one
+output file, so the output is the same, byte for byte, whatever the number of processes or of decoding
+workers, the part size or the interruptions. The scratch folder is not a DVC output: it is deleted once
+the output is in place.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from captioning.data.table import CaptionTable
 from captioning.device import resolve_precision
 from captioning.errors import CaptioningError
 from captioning.features.encoder import FrozenEncoder, build_encoder
-from captioning.features.extract import ExtractionReport, encoder_fingerprint, extract_features
+from captioning.features.extract import ExtractionReport, encoder_fingerprint, extract_parts
 from captioning.features.recipe import FeatureRecipe
 from captioning.features.store import FEATURES, NAMES, SKIPPED, FeatureWriter
 from captioning.io import atomic_path, run_fingerprint
@@ -110,7 +112,7 @@ def extract_in_parts(
     """Features of `names` (in that order) into `output`, through parts in `scratch`/`run_key`.
 
     `make_encoder` builds the encoder in each process that needs one (it must pickle when nproc > 1);
-    `options` go to extract_features (image_size, batch_size, precision, num_workers, on_bad_image).
+    `options` go to extract_parts (image_size, batch_size, precision, num_workers, on_bad_image).
     """
     if not names:
         raise CaptioningError("the caption table lists no images: nothing to extract (rerun the data stage)")
@@ -184,12 +186,8 @@ def _extract_parts(
     device: torch.device,
     options: dict,
 ) -> None:
-    encoder = make_encoder()
-    for names, path in work:
-        raise_if_interrupted()  # a Ctrl-C whose KeyboardInterrupt Python ignored (in a __del__, say) stops here
-        with atomic_path(path) as temporary:
-            extract_features(encoder, image_root, names, temporary, device=device, **options)
-        log.info("wrote %s (%d images)", path, len(names))
+    """One process's parts, with one pool of decoding workers for all of them."""
+    extract_parts(make_encoder(), image_root, work, device=device, **options)
 
 
 def _extract_in_processes(make_encoder, image_root, work, nproc: int, device: torch.device, options: dict) -> None:
