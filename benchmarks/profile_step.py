@@ -39,6 +39,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from train_step import FEATURE_DIM, REGIONS, three_decoders, tutorial_loss
 
+from captioning.batching import Batch
 from captioning.cider import CiderD
 from captioning.params import load_params
 from captioning.scst import scst_step
@@ -160,7 +161,7 @@ def tutorial_step(model, optimizer, batch, alpha_c: float) -> Callable[[], float
     """The tutorial's loop reads its loss every step (its AverageMeter takes loss.item())."""
 
     def run():
-        loss = tutorial_loss(model, *batch, alpha_c=alpha_c)
+        loss = tutorial_loss(model, *batch[:3], alpha_c=alpha_c)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -195,7 +196,7 @@ def batch_of(lengths: np.ndarray, vocab: int, rng: np.random.Generator):
         captions[row, 0], captions[row, length - 1] = START, END
         captions[row, 1 : length - 1] = rng.integers(4, vocab, size=length - 2)
     features = rng.standard_normal((len(lengths), REGIONS, FEATURE_DIM), dtype=np.float32)
-    return torch.from_numpy(features), torch.from_numpy(captions), torch.from_numpy(lengths.astype(np.int64))
+    return Batch(torch.from_numpy(features), torch.from_numpy(captions), torch.from_numpy(lengths.astype(np.int64)))
 
 
 def count(make_step, model, optimizer, batch, lengths_on_host: bool) -> tuple[int, int]:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -44,6 +45,17 @@ def length_bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random
     return [batch[np.argsort(-lengths[batch], kind="stable")] for batch in batches]
 
 
+class Batch(NamedTuple):
+    """One batch as the training step takes it: features and captions on the device, lengths on the host."""
+
+    features: torch.Tensor  # (B, R, F)
+    captions: torch.Tensor  # (B, L) word ids, longest first
+    lengths: torch.Tensor  # (B,) tokens, <start> and <end> included
+    # DDP: (target tokens, captions) of the whole global batch this rank has a share of, known on every rank
+    # without asking the others (they draw the same batches); None in a one-process run
+    global_counts: tuple[int, int] | None = None
+
+
 def iterate_batches(
     data: CaptionSet,
     store: FeatureStore,
@@ -52,10 +64,10 @@ def iterate_batches(
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> Iterator[Batch]:
     """Length-bucketed batches: features and captions on `device`, lengths on the host (the fast decoder reads
     its batch sizes per step from them without waiting for the device); with several ranks, this rank's share
-    of each global batch.
+    of each global batch and the global batch's counts.
 
     The next batch is read in a background thread while the current one trains: when the features
     stream from disk (train.feature_memory_gb below the file's size), reading overlaps the compute
@@ -63,11 +75,12 @@ def iterate_batches(
     also puts the batch in pinned memory and copies it to the GPU on a stream of its own, so that the
     copy overlaps the current step and the host never waits for it; the step's stream waits for the copy.
     """
-    batches = []
+    batches, counts = [], []
     for batch in length_bucketed_batches(data.lengths, batch_size, rng):
         if world_size > 1:  # DDP: every world_size-th caption (still longest first); the same rng on every rank
             if len(batch) < world_size:
                 continue  # the last batch, too small to share: fewer than world_size captions per epoch unseen
+            counts.append((int((data.lengths[batch] - 1).sum()), len(batch)))
             batch = batch[rank::world_size]
         batches.append(batch)
     copies = torch.cuda.Stream(device) if device.type == "cuda" else None
@@ -95,7 +108,7 @@ def iterate_batches(
                 stream.wait_event(copied)
                 features.record_stream(stream)  # their memory is not reused before the step is done with them
                 captions.record_stream(stream)
-            yield features, captions, lengths
+            yield Batch(features, captions, lengths, counts[index] if counts else None)
 
 
 class WaitClock:

@@ -130,16 +130,6 @@ def broadcast(value):
     return box[0]
 
 
-def global_counts(lengths: torch.Tensor) -> tuple[int, int] | None:
-    """(target tokens, captions) of the global batch whose share on this rank has `lengths`; None alone."""
-    if world_size() == 1:
-        return None
-    counts = torch.stack([(lengths - 1).sum(), torch.tensor(len(lengths), device=lengths.device)])
-    dist.all_reduce(counts)
-    tokens, captions = counts.tolist()
-    return tokens, captions
-
-
 def sum_over_ranks(value: float, device: torch.device) -> float:
     if world_size() == 1:
         return value

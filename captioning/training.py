@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from captioning import distributed
-from captioning.batching import CaptionSet, WaitClock, iterate_batches
+from captioning.batching import Batch, CaptionSet, WaitClock, iterate_batches
 from captioning.device import autocast
 from captioning.epochs import EpochEnd, EpochPlan, apply_gradients, loss_scaler, run_epochs
 from captioning.evaluation import Validation, ValidationRun
@@ -66,7 +66,7 @@ def training_step(
     model: CaptionDecoder,
     optimizer: torch.optim.Optimizer,
     trainable: list[torch.nn.Parameter],
-    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    batch: Batch,
     params: TrainParams,
     device: torch.device,
     precision: str,
@@ -77,10 +77,7 @@ def training_step(
     as iterate_batches gives them). Returns the batch's loss, still on the device (reading it would make the
     host wait for the step's kernels), and its number of captions (the global batch's under DDP). `scaler`:
     the epoch's loss_scaler (fp16 on a GPU; a fresh one, a no-op elsewhere, when left out)."""
-    features, captions, lengths = batch
-    shared = None  # DDP: counts of the whole global batch, summed over the ranks on the device
-    if distributed.world_size() > 1:
-        shared = distributed.global_counts(lengths.to(device))
+    features, captions, lengths, shared = batch  # shared: DDP's counts of the whole global batch, from the host
     with autocast(device, precision):
         loss = caption_loss(model, features, captions, lengths, params.alpha_c, shared, hard)
     optimizer.zero_grad(set_to_none=True)
@@ -93,7 +90,7 @@ def training_step(
 def train_epoch(
     decoder: CaptionDecoder,
     optimizer: torch.optim.Optimizer,
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    batches: Iterator[Batch],
     params: TrainParams,
     device: torch.device,
     precision: str,

@@ -62,7 +62,7 @@ def test_each_rank_takes_every_nth_caption_of_the_same_batches(feature_file):
 
     def batches(rank: int, world: int) -> list[list[int]]:
         found = iterate_batches(data, store, 4, np.random.default_rng(0), torch.device("cpu"), rank, world)
-        return [captions[:, 0].tolist() for _, captions, _ in found]
+        return [batch.captions[:, 0].tolist() for batch in found]
 
     alone = batches(0, 1)  # 4 + 4 + 4 + 1 captions
     shares = [batches(rank, 2) for rank in range(2)]
@@ -71,6 +71,13 @@ def test_each_rank_takes_every_nth_caption_of_the_same_batches(feature_file):
     assert [sorted(a + b) for a, b in zip(*shares)] == [sorted(batch) for batch in whole]
     for share in shares[0] + shares[1]:
         assert list(lengths[share]) == sorted(lengths[share], reverse=True)
+    # each rank knows the whole batch's target tokens and captions without asking the other: no sync per step
+    for rank in range(2):
+        found = iterate_batches(data, store, 4, np.random.default_rng(0), torch.device("cpu"), rank, 2)
+        counts = [batch.global_counts for batch in found]
+        assert counts == [(int((lengths[batch] - 1).sum()), len(batch)) for batch in whole]
+    alone_batches = iterate_batches(data, store, 4, np.random.default_rng(0), torch.device("cpu"))
+    assert all(batch.global_counts is None for batch in alone_batches)
 
 
 def test_one_node_uses_a_free_port_and_several_nodes_the_master():
@@ -88,7 +95,7 @@ def test_a_world_of_one_without_torchrun(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     world = distributed.setup()
     assert (world.rank, world.size, world.is_main) == (0, 1, True)
-    assert distributed.broadcast({"a": 1}) == {"a": 1} and distributed.global_counts(torch.tensor([3, 2])) is None
+    assert distributed.broadcast({"a": 1}) == {"a": 1}
 
 
 @pytest.mark.parametrize(

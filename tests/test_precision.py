@@ -50,7 +50,7 @@ def reference_epoch(decoder, optimizer, batches, params, precision: str) -> None
     """train_epoch's step as it was before loss scaling: backward, clip, step."""
     decoder.train()
     trainable = [p for p in decoder.parameters() if p.requires_grad]
-    for features, captions, lengths in batches:
+    for features, captions, lengths, _ in batches:
         with autocast(CPU, precision):
             loss = caption_loss(decoder, features, captions, lengths, params.alpha_c, None, None)
         optimizer.zero_grad(set_to_none=True)
