@@ -25,6 +25,11 @@ fi
 "$python" -c 'import torch; p = torch.cuda.get_device_properties(0); print(f"GPU: {p.name}, {p.total_memory / 2**30:.0f} GiB, torch {torch.__version__}, CUDA {torch.version.cuda}")'
 nvidia-smi --query-gpu=name,memory.used,memory.total,utilization.gpu --format=csv,noheader || true
 
+# What a step launches and waits for, on this GPU and on its CPU (benchmarks/profile_step.py; docs/speed.md).
+PYTHONPATH=$PWD "$python" benchmarks/profile_step.py --device cuda --no-paper-scst
+PYTHONPATH=$PWD "$python" benchmarks/profile_step.py --device cpu --no-paper-scst
+echo "verified: host syncs and operators per step on the GPU, beside the CPU's (the two tables above)"
+
 # The fast module's CUDA-only branch (the fused LSTM cell) against the literal module, on this GPU.
 "$python" -m pytest -q -p no:randomly tests/test_fast.py -k "on_cuda" -n 0
 echo "verified: the fast module's fused LSTM cell gives the literal module's loss and gradients on this GPU"

@@ -151,13 +151,13 @@ def profile_operators(step: Callable[[], object]) -> int:
 # ----------------------------------------------------------------------------------------------------
 # The steps as the library runs them (captioning/training.py train_epoch, captioning/scst.py ScstStep): the
 # losses stay on the device, read once an epoch.
-def training_step(model, optimizer, batch, alpha_c: float) -> Callable[[], object]:
+def training_step(model, optimizer, batch, alpha_c: float, device: torch.device) -> Callable[[], object]:
     trainable = [p for p in model.parameters() if p.requires_grad]
     params = replace(load_params("train"), alpha_c=alpha_c, grad_clip=5.0)
-    return lambda: train_step(model, optimizer, trainable, batch, params, torch.device("cpu"), "fp32")
+    return lambda: train_step(model, optimizer, trainable, batch, params, device, "fp32")
 
 
-def tutorial_step(model, optimizer, batch, alpha_c: float) -> Callable[[], float]:
+def tutorial_step(model, optimizer, batch, alpha_c: float, device: torch.device) -> Callable[[], float]:
     """The tutorial's loop reads its loss every step (its AverageMeter takes loss.item())."""
 
     def run():
@@ -199,6 +199,13 @@ def batch_of(lengths: np.ndarray, vocab: int, rng: np.random.Generator):
     return Batch(torch.from_numpy(features), torch.from_numpy(captions), torch.from_numpy(lengths.astype(np.int64)))
 
 
+def on_device(batch: Batch, device: torch.device, lengths_on_host: bool) -> Batch:
+    """The batch as the design's data pipeline gives it: features and captions on the device, lengths on the host
+    (captioning.batching.iterate_batches) or on the device (the tutorial)."""
+    lengths = batch.lengths if lengths_on_host else batch.lengths.to(device)
+    return Batch(batch.features.to(device), batch.captions.to(device), lengths)
+
+
 def count(make_step, model, optimizer, batch, lengths_on_host: bool) -> tuple[int, int]:
     """(host syncs, operators) of one step on `batch`, after one warm-up step (Adam's state exists then)."""
     make_step(model, optimizer, batch)()
@@ -218,12 +225,14 @@ def main() -> None:
     parser.add_argument("--scst-batch", type=int, default=50, help="images per SCST step")
     parser.add_argument("--no-paper-scst", action="store_true", help="skip the literal module's SCST step (~2 GB)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine (benchmarks/gpu_check.sh)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    fast, paper, tutorial = three_decoders(args.vocab, args.embed_dim, args.dim)
+    fast, paper, tutorial = (model.to(device) for model in three_decoders(args.vocab, args.embed_dim, args.dim))
     candidates = {  # name: (model, optimiser as its design makes it, step, lengths on the host)
         # captioning.batching.iterate_batches leaves the lengths on the host; the tutorial moves them to the GPU.
         "fast module": (fast, torch.optim.Adam(fast.parameters(), lr=4e-4, fused=True), training_step, True),
@@ -243,26 +252,28 @@ def main() -> None:
     for name, (decoder, optimizer, make, lengths_on_host) in candidates.items():
 
         def step(m, o, b, make=make):
-            return make(m, o, b, alpha_c)
+            return make(m, o, b, alpha_c, device)
 
-        syncs, operators = count(step, decoder, optimizer, mixed, lengths_on_host)
-        short_ops = profile_operators(step(decoder, optimizer, short))
-        long_ops = profile_operators(step(decoder, optimizer, long))
+        batches = [on_device(batch, device, lengths_on_host) for batch in (mixed, short, long)]
+        syncs, operators = count(step, decoder, optimizer, batches[0], lengths_on_host)
+        short_ops = profile_operators(step(decoder, optimizer, batches[1]))
+        long_ops = profile_operators(step(decoder, optimizer, batches[2]))
         rows.append((f"training step, {name}", syncs, operators, (long_ops - short_ops) / 10))
     # CUDA's fused cell (captioning/model/fast.py, trick 8) cannot run here: its count is the fast module's with the
     # written-out cell's operators of every word step replaced by the fused kernel's two (forward, backward).
-    cell = written_out_cell_operators(args.batch_size, args.dim)
-    _, syncs, operators, per_word = rows[0]
-    steps = int(mixed[2].max()) - 1
-    rows.insert(
-        1,
-        (
-            f"training step, fast module on CUDA (fused cell: {cell} operators a word step become 2)",
-            syncs,
-            operators - (cell - 2) * steps,
-            per_word - cell + 2,
-        ),
-    )
+    if device.type == "cpu":  # on CUDA the fast module's row above is the fused cell's, profiled
+        cell = written_out_cell_operators(args.batch_size, args.dim)
+        _, syncs, operators, per_word = rows[0]
+        steps = int(mixed[2].max()) - 1
+        rows.insert(
+            1,
+            (
+                f"training step, fast module on CUDA (fused cell: {cell} operators a word step become 2)",
+                syncs,
+                operators - (cell - 2) * steps,
+                per_word - cell + 2,
+            ),
+        )
 
     params = dataclasses.replace(load_params("scst"), samples=5, max_len=21, batch_size=args.scst_batch)
     words = list(SPECIALS) + [f"w{i}" for i in range(args.vocab - len(SPECIALS))]
@@ -274,6 +285,7 @@ def main() -> None:
     cider = CiderD(references)
     images = np.arange(args.scst_batch)
     features = torch.from_numpy(rng.standard_normal((args.scst_batch, REGIONS, FEATURE_DIM), dtype=np.float32))
+    features = features.to(device)
     scst_models = {"fast module": fast} if args.no_paper_scst else {"fast module": fast, "literal module": paper}
     # stop_early: the CPU's default (a read per decoding step, to stop when every caption has ended); without
     # it, CUDA's default, all max_len steps run and only the captions are read.
@@ -282,7 +294,7 @@ def main() -> None:
         for baseline, stop_early in runs if name == "fast module" else runs[:2]:
             decoder.eval()
             optimizer = torch.optim.Adam(decoder.parameters(), lr=5e-5, foreach=True)  # as on a GPU
-            generator = torch.Generator().manual_seed(0)
+            generator = torch.Generator(device=device).manual_seed(0)
             step_params = replace(params, baseline=baseline)
 
             def step(decoder=decoder, optimizer=optimizer, generator=generator, params=step_params, stop=stop_early):
@@ -297,7 +309,8 @@ def main() -> None:
 
     print(machine_header("Host syncs and operators per step (what a GPU would wait on and launch)"))
     print(
-        f"vocabulary {args.vocab}, embedding {args.embed_dim}, attention/decoder {args.dim}, batch {args.batch_size}, "
+        f"on {device}; vocabulary {args.vocab}, embedding {args.embed_dim}, attention/decoder {args.dim}, "
+        f"batch {args.batch_size}, "
         f"{REGIONS} x {FEATURE_DIM} features, fp32, dropout 0.5, alpha_c {alpha_c}; training: a random batch of "
         f"8-22 tokens; SCST: {args.scst_batch} images x {params.samples} samples, max_len {params.max_len}\n"
     )
