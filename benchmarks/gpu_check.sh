@@ -35,11 +35,20 @@ echo "verified: host syncs and operators per step on the GPU, beside the CPU's (
 echo "verified: the fast module's fused LSTM cell gives the literal module's loss and gradients on this GPU"
 
 mkdir -p "$workdir"
+# GPU memory and busy share (utilization.gpu: the share of time a kernel ran), sampled every 0.5 s during the stages.
+nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits -i 0 -lms 500 \
+    > "$workdir/gpu-samples.csv" &
+sampler=$!
+trap 'kill $sampler 2>/dev/null || true' EXIT
 # precision auto = AMP: bf16 on GPUs with native bf16, fp16 on older ones (captioning/device.py).
 PYTHONPATH=$PWD "$python" benchmarks/scale.py --images "$images" --workdir "$workdir" \
     --stages data,vocab,features,embeddings,train --torchrun \
     --set features.precision=auto --set train.precision=auto --set features.num_workers=4 \
     --json "$workdir/gpu-$images.json" "${@:3}"
+kill $sampler 2>/dev/null || true
+awk -F', *' '{ if ($1 > peak) peak = $1; busy += $2; n++ }
+    END { if (n) printf "GPU 0 during the stages: peak memory %d MiB, busy %.0f%% of %d samples (0.5 s apart)\n", peak, busy / n, n }' \
+    "$workdir/gpu-samples.csv"
 
 # NCCL itself: two processes, one GPU each, sum a tensor (each adds rank + 1: 1 + 2 = 3).
 gpus=$("$python" -c 'import torch; print(torch.cuda.device_count())')
@@ -54,7 +63,7 @@ assert value.item() == 3.0, value.item()
 dist.destroy_process_group()
 '
 echo
-echo "verified: the stages on one GPU with AMP (the table above)"
+echo "verified: the stages on one GPU with AMP (the table above), the GPU's peak memory and busy share"
 echo "verified: the train stage under torchrun with one process (no process group: NCCL not exercised there)"
 if [ "$gpus" -ge 2 ]; then
     "$python" -m torch.distributed.run --standalone --nproc_per_node=2 --no-python "$python" -c "$nccl_check"
