@@ -69,7 +69,7 @@ def run_training(
     store = FeatureStore(files.features, memory_budget_bytes=budget)
     recipe = FeatureRecipe.from_dict(store.attrs, str(files.features), "rerun the features stage (dvc repro features)")
     check_splits(table, files.table, store.skipped)
-    check_writable(files.model, files.scratch / "state.pt")
+    check_writable(files.model, files.live / "metrics.json", files.scratch / "state.pt")  # before DVCLive empties live
     train = CaptionSet.from_encoded(np.load(files.encoded), table, store)
     val = EvaluationImages.from_split(table, store, "val")
     embeddings = load_embeddings(files.embeddings, files.vocab, len(vocabulary))
