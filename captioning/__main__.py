@@ -5,7 +5,8 @@ Commands:
   download DATASET DIR        fetch Flickr30k or Flickr8k from a public mirror
   demo [--model M] [--port P] caption your own photos in the browser (needs pip install -e '.[demo]')
   compare A B [--md|--json]   B's test scores minus A's, with 95% intervals and p-values; A and B are git
-                              revisions, experiment names (dvc exp show) or `workspace`
+                              revisions, experiment names (dvc exp show) or `workspace`, or several runs
+                              each (soft-s0,soft-s1 or 'soft-s*'), paired in order
   remote [--remote NAME]      why a dvc push or pull failed, in one line (docs/remote.md)
 """
 

@@ -4,25 +4,66 @@ A and B are git revisions (HEAD, main, a tag, a commit), experiment names as `dv
 `workspace` (the files on disk). Each side's reports/predictions.json, the captions the evaluate stage wrote
 beside their references, is read from git or DVC's cache; nothing is re-run. Both sides are scored with the
 test metrics and compared on the same images: B minus A, its 95% paired-bootstrap interval and a p-value from
-approximate randomisation (captioning.significance).
+approximate randomisation with Holm's adjustment over the metrics (captioning.significance).
+
+A side may be several runs (training seeds): comma-separated names (`soft-s0,soft-s1`) or a pattern over the
+experiment names (`'soft-s*'`, in natural order). A's k-th run is paired with B's k-th; the statistic is the
+mean over the runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
 from captioning.errors import CaptioningError
 from captioning.io import read_json
 from captioning.metrics import METRIC_KEYS, CaptionScorer
-from captioning.significance import RESAMPLES, Difference, paired_comparison
+from captioning.significance import RESAMPLES, Difference, mc_decimals, paired_comparison
 
 PREDICTIONS = "reports/predictions.json"
 WORKSPACE = "workspace"
 Predictions = dict[str, tuple[str, list[str]]]  # image -> (caption, references)
+
+
+def expand_runs(side: str, root: Path = Path(".")) -> list[str]:
+    """The runs a side names: comma-separated names, each a revision, an experiment, `workspace` or a pattern
+    (`*`, `?`, `[...]`) over the experiment names, which expands to the matching names in natural order."""
+    runs = []
+    for name in (part.strip() for part in side.split(",")):
+        if not name:
+            raise CaptioningError(f"{side!r}: an empty name between commas")
+        if not any(character in name for character in "*?["):
+            runs.append(name)
+            continue
+        matching = sorted(fnmatch.filter(experiment_names(root), name), key=_natural)
+        if not matching:
+            raise CaptioningError(f"no experiment matches {name!r} (see dvc exp show); quote the pattern in a shell")
+        runs.extend(matching)
+    return runs
+
+
+def experiment_names(root: Path) -> set[str]:
+    """Every experiment's name, over all baselines (read from git's refs: no DVC lock, so a running
+    experiment does not stop a comparison)."""
+    from dvc.repo.experiments.utils import exp_refs
+    from dvc.scm import SCM, SCMError
+
+    try:
+        return {ref.name for ref in exp_refs(SCM(str(root)))}
+    except SCMError as error:
+        raise CaptioningError(f"experiments cannot be listed in {root.resolve()}: {error}") from None
+
+
+def _natural(name: str) -> list:
+    """soft-s2 before soft-s10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def read_side(side: str, path: str = PREDICTIONS, root: Path = Path(".")) -> Predictions:
@@ -81,15 +122,30 @@ def check_same_images(a: Predictions, b: Predictions, names: tuple[str, str]) ->
         )
 
 
+def check_paired(runs: tuple[list[str], list[str]]) -> None:
+    """Runs are compared in pairs, in order: as many on each side."""
+    if len(runs[0]) != len(runs[1]):
+        raise CaptioningError(
+            f"runs are compared in pairs, A's k-th with B's k-th, but A names {len(runs[0])} "
+            f"({', '.join(runs[0])}) and B {len(runs[1])} ({', '.join(runs[1])}); name as many on each side"
+        )
+
+
 def compare(
-    a: Predictions, b: Predictions, resamples: int = RESAMPLES, seed: int = 0, scorer: CaptionScorer | None = None
+    a: list[Predictions],
+    b: list[Predictions],
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    scorer: CaptionScorer | None = None,
 ) -> dict[str, Difference]:
-    """Every test metric of B minus A, paired over the images."""
-    references = {image: refs for image, (_, refs) in a.items()}
+    """Every test metric of B minus A, paired over the images (and over the runs, A's k-th with B's k-th)."""
+    references = {image: refs for image, (_, refs) in a[0].items()}
     with contextlib.nullcontext(scorer) if scorer else CaptionScorer() as scoring:
-        statistics_a = scoring.statistics({image: caption for image, (caption, _) in a.items()}, references)
-        statistics_b = scoring.statistics({image: caption for image, (caption, _) in b.items()}, references)
-    return paired_comparison(statistics_a, statistics_b, resamples, seed)
+        statistics = [
+            [scoring.statistics({image: caption for image, (caption, _) in run.items()}, references) for run in side]
+            for side in (a, b)
+        ]
+    return paired_comparison(*statistics, resamples, seed)
 
 
 def _ordered(differences: dict[str, Difference]) -> list[str]:
@@ -97,12 +153,24 @@ def _ordered(differences: dict[str, Difference]) -> list[str]:
     return known + sorted(key for key in differences if key not in known)
 
 
-def format_table(differences: dict[str, Difference], names: tuple[str, str], markdown: bool) -> str:
-    header = ["metric", f"A ({names[0]})", f"B ({names[1]})", "B - A", "95% interval", "p"]
-    rows = [
-        [key, f"{d.a:.4f}", f"{d.b:.4f}", f"{d.delta:+.4f}", f"[{d.low:+.4f}, {d.high:+.4f}]", f"{d.p:.3f}"]
-        for key, d in ((key, differences[key]) for key in _ordered(differences))
-    ]
+def format_p(p: float, floor: float, resamples: int) -> str:
+    """p as a number, or `< 1/R` where no shuffle was as extreme (p at its floor, `floor`): not a value then."""
+    if p <= floor * (1 + 1e-9) and floor < 1:
+        return f"< {floor * (resamples + 1) / resamples:.2g}"
+    return f"{p:.{max(3, math.ceil(math.log10(resamples)))}f}"
+
+
+def format_table(differences: dict[str, Difference], names: tuple[str, str], markdown: bool, runs: int = 1) -> str:
+    mean = "mean " if runs > 1 else ""
+    header = ["metric", f"{mean}A ({names[0]})", f"{mean}B ({names[1]})", "B - A", "95% interval", "p", "p (Holm)"]
+    rows = []
+    for key in _ordered(differences):
+        d = differences[key]
+        decimals = min(4, mc_decimals(d.mc_error))
+        holm_floor = min(1.0, len(differences) * d.p_floor)  # every metric at the floor: m / (R + 1) each
+        interval = f"[{d.low:+.{decimals}f}, {d.high:+.{decimals}f}]"
+        p, p_holm = format_p(d.p, d.p_floor, d.resamples), format_p(d.p_holm, holm_floor, d.resamples)
+        rows.append([key, f"{d.a:.4f}", f"{d.b:.4f}", f"{d.delta:+.4f}", interval, p, p_holm])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -111,13 +179,33 @@ def format_table(differences: dict[str, Difference], names: tuple[str, str], mar
     return "\n".join(lines)
 
 
+def footer(runs: tuple[list[str], list[str]], differences: dict[str, Difference]) -> str:
+    """What was tested, below the table."""
+    first = next(iter(differences.values()))
+    resamples, holm = first.resamples, f"Holm's adjustment over the {len(differences)} metrics; seed {first.seed}."
+    if len(runs[0]) == 1:
+        return (
+            f"{first.images} test images. Interval: paired bootstrap over images ({resamples} resamples); "
+            f"p: approximate randomisation, two-sided ({resamples} shuffles); {holm}"
+        )
+    return (
+        f"{len(runs[0])} pairs of runs, {first.images} test images; A: {', '.join(runs[0])}; "
+        f"B: {', '.join(runs[1])}. Means over the runs. Interval: two-level bootstrap, the pairs then the images "
+        f"({resamples} resamples); p: randomisation, two-sided, each shuffle exchanging whole runs of a pair and "
+        f"swapping images' captions in every pair ({resamples} shuffles); {holm}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m captioning compare", description=__doc__.splitlines()[0])
-    parser.add_argument("a", metavar="A", help="git revision, experiment name or 'workspace'")
-    parser.add_argument("b", metavar="B", help="git revision, experiment name or 'workspace'")
+    side = "git revision, experiment name or 'workspace'; several runs: comma-separated, or a pattern ('soft-s*')"
+    parser.add_argument("a", metavar="A", help=side)
+    parser.add_argument("b", metavar="B", help=side)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--md", action="store_true", help="print a Markdown table (for a pull request)")
-    output.add_argument("--json", action="store_true", help="print {metric: {a, b, delta, low, high, p}}")
+    output.add_argument(
+        "--json", action="store_true", help="print {metric: {a, b, delta, low, high, p, p_holm, ..., runs}}"
+    )
     parser.add_argument("--predictions", default=PREDICTIONS, help="the predictions file, relative to the repository")
     parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples and shuffles")
     parser.add_argument("--seed", type=int, default=0)
@@ -129,18 +217,19 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     names = (args.a, args.b)
     try:
-        a, b = (read_side(side, args.predictions) for side in names)
-        check_same_images(a, b, names)
+        runs = tuple(expand_runs(side) for side in names)
+        check_paired(runs)
+        a, b = ([read_side(run, args.predictions) for run in side] for side in runs)
+        for name, predictions in zip(runs[0][1:] + runs[1], a[1:] + b):
+            check_same_images(a[0], predictions, (runs[0][0], name))
         differences = compare(a, b, args.resamples, args.seed)
     except CaptioningError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({key: differences[key].as_dict() for key in _ordered(differences)}, indent=2))
+        record = {"runs": {"a": runs[0], "b": runs[1]}}
+        print(json.dumps({key: differences[key].as_dict() | record for key in _ordered(differences)}, indent=2))
         return 0
-    print(format_table(differences, names, args.md))
-    print(
-        f"\n{len(a)} test images. Interval: paired bootstrap over images ({args.resamples} resamples); "
-        f"p: approximate randomisation, two-sided ({args.resamples} shuffles); seed {args.seed}."
-    )
+    print(format_table(differences, names, args.md, len(runs[0])))
+    print(f"\n{footer(runs, differences)}")
     return 0

@@ -23,12 +23,11 @@ NOT_RECORDED = "not recorded (a model file from before environments were recorde
 
 
 def write_scores(metrics_path: Path, intervals_path: Path, scored: ScoredSplit, resamples: int, seed: int) -> None:
-    """The metrics, and their 95% bootstrap intervals over the images (`resamples` seeded draws), rounded to 6
-    decimals: the files `dvc metrics show` lists."""
+    """The metrics, rounded to 6 decimals, and their 95% bootstrap intervals over the images (`resamples` seeded
+    draws), {"low", "high", "mc_error"} rounded to their Monte Carlo error: the files `dvc metrics show` lists."""
     intervals = bootstrap_intervals(scored.statistics, resamples, seed)
     write_json(metrics_path, {key: round(value, 6) for key, value in scored.metrics.items()})
-    rounded = {key: {end: round(value, 6) for end, value in ends.items()} for key, ends in intervals.items()}
-    write_json(intervals_path, rounded)
+    write_json(intervals_path, intervals)
     scores = {key: round(value, 4) for key, value in scored.metrics.items()}
     log.info("%d images scored: %s", len(scored.images.names), scores)
 

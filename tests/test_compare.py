@@ -13,7 +13,7 @@ import pytest
 
 import captioning.compare as compare_module
 import captioning.metrics as metrics
-from captioning.compare import check_same_images, compare, main, read_side
+from captioning.compare import check_same_images, compare, expand_runs, main, read_side
 from captioning.errors import CaptioningError
 from captioning.metrics import METEOR_SWITCH, CaptionScorer
 
@@ -56,8 +56,9 @@ def write_pipeline(repo: Path, cached: bool) -> None:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    """v1: predictions as a DVC-cached output (quality 0.2); HEAD: a git-tracked one (quality 0.3); the
-    experiment `better` (quality 0.9), whose results are also the workspace's."""
+    """v1: predictions as a DVC-cached output (quality 0.2); HEAD: a git-tracked one (quality 0.3); two "seeds"
+    of a weak and of a strong configuration, the experiments low-s2, low-s10 (quality 0.25, 0.3) and high-s2,
+    high-s10 (0.8, 0.85); the experiment `better` (quality 0.9), whose results are also the workspace's."""
     repo = tmp_path_factory.mktemp("compare")
     git(repo, "init", "-q")
     git(repo, "config", "user.email", "test@example.org")
@@ -77,6 +78,8 @@ def repo(tmp_path_factory) -> Path:
     dvc(repo, "repro", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "predictions in git")
+    for name, quality in [("low-s2", 0.25), ("low-s10", 0.3), ("high-s2", 0.8), ("high-s10", 0.85)]:
+        dvc(repo, "exp", "run", "-q", "-S", f"quality={quality}", "-n", name)
     dvc(repo, "exp", "run", "-q", "-S", "quality=0.9", "-n", "better")
     return repo
 
@@ -100,12 +103,13 @@ def test_sides_are_read_from_a_revision_an_experiment_the_dvc_cache_and_the_work
 def test_a_better_experiment_is_significantly_better_and_identical_sides_are_not(repo, scorer):
     head, better = read_side("HEAD", root=repo), read_side("better", root=repo)
     check_same_images(head, better, ("HEAD", "better"))
-    differences = compare(head, better, 1000, 0, scorer)
+    differences = compare([head], [better], 1000, 0, scorer)
     assert set(differences) == {"bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider"}
     for key, difference in differences.items():
         assert difference.delta > 0 and difference.low > 0 and difference.p < 0.01, key
-    for key, difference in compare(better, read_side("workspace", root=repo), 1000, 0, scorer).items():
-        assert (difference.delta, difference.p) == (0.0, 1.0), key
+        assert difference.p_holm < 0.05, key
+    for key, difference in compare([better], [read_side("workspace", root=repo)], 1000, 0, scorer).items():
+        assert (difference.delta, difference.p, difference.p_holm) == (0.0, 1.0, 1.0), key
 
 
 def test_runs_over_different_images_or_references_are_refused(repo):
@@ -125,14 +129,53 @@ def test_the_command_prints_json_markdown_and_a_table(repo, scorer, monkeypatch,
     assert main(["HEAD", "better", "--json", "--resamples", "200"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert list(result) == ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider"]
-    assert set(result["bleu_4"]) == {"a", "b", "delta", "low", "high", "p"}
+    fields = {"a", "b", "delta", "low", "high", "mc_error", "p", "p_holm", "resamples", "seed", "images", "runs"}
+    assert set(result["bleu_4"]) == fields
     assert result["bleu_4"]["delta"] == pytest.approx(result["bleu_4"]["b"] - result["bleu_4"]["a"])
+    assert (result["bleu_4"]["resamples"], result["bleu_4"]["seed"], result["bleu_4"]["images"]) == (200, 0, IMAGES)
+    assert result["bleu_4"]["runs"] == {"a": ["HEAD"], "b": ["better"]}
+    assert result["bleu_4"]["p"] == 1 / 201  # no shuffle as extreme: the floor
     assert main(["HEAD", "better", "--md", "--resamples", "200"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[0] == "| metric | A (HEAD) | B (better) | B - A | 95% interval | p |"
+    assert table[0] == "| metric | A (HEAD) | B (better) | B - A | 95% interval | p | p (Holm) |"
     assert table[2].startswith("| bleu_1 | ") and len(table) >= 8
+    # at the floor p is a bound, not a value: < 1/R; Holm's over 6 metrics, < 6/R
+    assert table[2].endswith(" | < 0.005 | < 0.03 |"), table[2]
     assert main(["HEAD", "better", "--resamples", "200"]) == 0
-    assert "paired bootstrap" in capsys.readouterr().out
+    output = capsys.readouterr().out
+    assert "paired bootstrap" in output and "Holm's adjustment over the 6 metrics" in output
+
+
+def test_a_pattern_expands_to_experiment_names_in_natural_order(repo):
+    assert expand_runs("low-s*", root=repo) == ["low-s2", "low-s10"]
+    assert expand_runs("high-s10,HEAD, low-s?", root=repo) == ["high-s10", "HEAD", "low-s2"]
+    with pytest.raises(CaptioningError, match="no experiment matches 'soft-s\\*'"):
+        expand_runs("soft-s*", root=repo)
+
+
+def test_seed_level_sides_compare_the_means_over_runs_paired_in_order(repo, scorer, monkeypatch, capsys):
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(compare_module, "CaptionScorer", lambda: scorer)
+    monkeypatch.setattr(scorer, "close", lambda: None)
+    assert main(["low-s*", "high-s*", "--json", "--resamples", "200"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    pairs = [("low-s2", "high-s2"), ("low-s10", "high-s10")]
+    singles = [compare([read_side(a, root=repo)], [read_side(b, root=repo)], 200, 0, scorer) for a, b in pairs]
+    for key, difference in result.items():
+        assert difference["runs"] == {"a": ["low-s2", "low-s10"], "b": ["high-s2", "high-s10"]}
+        assert difference["delta"] == pytest.approx((singles[0][key].delta + singles[1][key].delta) / 2), key
+        assert difference["a"] == pytest.approx((singles[0][key].a + singles[1][key].a) / 2), key
+        assert difference["delta"] > 0 and difference["p"] < 0.05, key
+    # the same runs on both sides, named two ways: no difference
+    assert main(["low-s*", "low-s2,low-s10", "--json", "--resamples", "200"]) == 0
+    for key, difference in json.loads(capsys.readouterr().out).items():
+        assert (difference["delta"], difference["p"], difference["p_holm"]) == (0.0, 1.0, 1.0), key
+    assert main(["low-s*", "high-s*", "--resamples", "200"]) == 0
+    output = capsys.readouterr().out
+    assert output.splitlines()[0].split() == (
+        "metric mean A (low-s*) mean B (high-s*) B - A 95% interval p p (Holm)".split()
+    )
+    assert "2 pairs of runs, 60 test images; A: low-s2, low-s10; B: high-s2, high-s10" in output
 
 
 @pytest.mark.parametrize(
@@ -140,6 +183,9 @@ def test_the_command_prints_json_markdown_and_a_table(repo, scorer, monkeypatch,
     [
         (["HEAD", "nonsense"], "'nonsense' is neither a git revision nor an experiment"),
         (["HEAD", "workspace", "--predictions", "reports/none.json"], "reports/none.json does not exist at 'HEAD'"),
+        (["nothing-*", "HEAD"], "no experiment matches 'nothing-*'"),
+        (["low-s*", "high-s2"], "A names 2 (low-s2, low-s10) and B 1 (high-s2); name as many on each side"),
+        (["low-s2,,low-s10", "high-s*"], "'low-s2,,low-s10': an empty name between commas"),
     ],
 )
 def test_a_side_that_cannot_be_read_is_one_line_and_exit_1(repo, monkeypatch, capsys, sides, message):

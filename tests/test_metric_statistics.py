@@ -32,20 +32,32 @@ def scorer(meteor_scorer):
 
 
 @pytest.fixture(scope="module")
-def scored(scorer):
+def tokenized(scorer):
+    """The example's references and two systems' captions (the example's and other ones), tokenized as
+    pycocoevalcap's evaluation script tokenizes them."""
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    predictions, references = example(60)
+    rng = random.Random(1)
+    other = {name: rng.choice([*references[name], " ".join(rng.sample(WORDS, 6))]) for name in sorted(references)}
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
+    systems = []
+    for captions in (predictions, other):
+        res = tokenizer.tokenize({k: [{"caption": v}] for k, v in captions.items()})
+        systems.append({k: [v[0] or "<empty>"] for k, v in sorted(res.items())})
+    return (predictions, other, references), {k: gts[k] for k in systems[0]}, systems
+
+
+@pytest.fixture(scope="module")
+def scored(scorer, tokenized):
     """The example scored by the project and by pycocoevalcap called directly, on the same tokenized text."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    predictions, references = example(60)
+    (predictions, _, references), gts, (res, _) = tokenized
     statistics = scorer.statistics(predictions, references)
-    tokenizer = PTBTokenizer()
-    gts = tokenizer.tokenize({k: [{"caption": c} for c in v] for k, v in references.items()})
-    res = tokenizer.tokenize({k: [{"caption": v}] for k, v in predictions.items()})
-    res = {k: [v[0] or "<empty>"] for k, v in sorted(res.items())}
-    gts = {k: gts[k] for k in res}
     with contextlib.redirect_stdout(io.StringIO()):
         bleu, bleu_images = Bleu(4).compute_score(gts, res, verbose=0)
     direct = {f"bleu_{n + 1}": (bleu[n], bleu_images[n]) for n in range(4)}
@@ -53,6 +65,45 @@ def scored(scorer):
     direct["cider"] = Cider().compute_score(gts, res)
     direct["meteor"] = scorer._meteor.compute_score(gts, res)
     return statistics, direct
+
+
+def rescored(gts: dict, res: dict, images: list[str], scorer) -> dict[str, float]:
+    """The naive way: pycocoevalcap run again on the list `images` (repeats renamed, so each one counts).
+    CIDEr keeps the whole test set's document frequencies (cider_with_test_set_frequencies)."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    sample_gts = {f"{n}:{name}": gts[name] for n, name in enumerate(images)}
+    sample_res = {f"{n}:{name}": res[name] for n, name in enumerate(images)}
+    with contextlib.redirect_stdout(io.StringIO()):
+        bleu, _ = Bleu(4).compute_score(sample_gts, sample_res, verbose=0)
+    scores = {f"bleu_{n + 1}": bleu[n] for n in range(4)}
+    scores["rouge_l"] = Rouge().compute_score(sample_gts, sample_res)[0]
+    scores["meteor"] = scorer._meteor.compute_score(sample_gts, sample_res)[0]
+    scores["cider"] = cider_with_test_set_frequencies(gts, sample_gts, sample_res)
+    return scores
+
+
+def cider_with_test_set_frequencies(gts: dict, sample_gts: dict, sample_res: dict) -> float:
+    """pycocoevalcap's CIDEr of a sample of the test images, its document frequencies counted on the whole test
+    set (`gts`), not on the sample: which n-grams are informative does not change with the draw."""
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+
+    test_set = CiderScorer(n=4, sigma=6.0)
+    for references in gts.values():
+        test_set += (None, references)
+    test_set.compute_doc_freq()
+    sample = CiderScorer(n=4, sigma=6.0)
+    for key, references in sample_gts.items():
+        sample += (sample_res[key][0], references)
+    sample.document_frequency = test_set.document_frequency
+    assert len(sample.crefs) == len(gts)  # the log of the number of documents, in the idf, is the test set's too
+    return float(np.mean(sample.compute_cider()))
+
+
+def resample(names: list[str]) -> list[str]:
+    """A bootstrap draw with repeats and images left out: image 0 three times, 1 twice, 2-4 never, the rest once."""
+    return [names[0]] * 3 + [names[1]] * 2 + names[5:]
 
 
 def test_reported_scores_are_exactly_pycocoevalcaps(scored):
@@ -100,3 +151,58 @@ def test_brevity_penalty_and_zero_matches_follow_pycocoevalcap():
 def test_rows_must_match_the_images():
     with pytest.raises(ValueError, match="rouge_l: 2 rows for 3 images"):
         ImageStatistics(["a", "b", "c"], {"rouge_l": np.zeros((2, 1))}, {"rouge_l": 0.0})
+
+
+def test_a_resample_with_repeats_and_left_out_images_is_the_rescored_resample(scored, tokenized, scorer):
+    """The fast path (weights times per-image statistics) against pycocoevalcap run on the resampled list of
+    captions, duplicates included: BLEU-1..4 (brevity penalty from the resample's lengths), ROUGE-L, METEOR 1.5
+    (its sums, from Java) and CIDEr with the test set's document frequencies."""
+    statistics, _ = scored
+    _, gts, (res, _) = tokenized
+    drawn = resample(statistics.names)
+    weights = np.array([drawn.count(name) for name in statistics.names], dtype=np.float64)
+    assert {0, 2, 3} <= set(weights)
+    fast = statistics.weighted(weights)
+    naive = rescored(gts, res, drawn, scorer)
+    assert set(naive) == set(fast)
+    for key, value in naive.items():
+        assert fast[key][0] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+
+
+def test_a_resamples_cider_keeps_the_test_sets_document_frequencies(scored, tokenized):
+    """The chosen definition, pinned: pycocoevalcap's Cider() on the resample would count document frequencies
+    on the resample, where a repeated image's n-grams look more common; the fast path does not."""
+    from pycocoevalcap.cider.cider import Cider
+
+    statistics, _ = scored
+    _, gts, (res, _) = tokenized
+    drawn = resample(statistics.names)
+    sample_gts = {f"{n}:{name}": gts[name] for n, name in enumerate(drawn)}
+    sample_res = {f"{n}:{name}": res[name] for n, name in enumerate(drawn)}
+    weights = np.array([drawn.count(name) for name in statistics.names], dtype=np.float64)
+    fast = statistics.weighted(weights)["cider"][0]
+    assert fast == pytest.approx(cider_with_test_set_frequencies(gts, sample_gts, sample_res), rel=1e-12)
+    recounted, _ = Cider().compute_score(sample_gts, sample_res)
+    assert abs(fast - recounted) > 1e-4  # 5.6e-4 here, where the two definitions agree to 1e-12
+
+
+def test_captions_swapped_between_two_systems_are_the_rescored_swap(scored, tokenized, scorer):
+    """A randomisation shuffle: every third image takes the other system's caption, on both sides. The sums
+    with those rows exchanged against pycocoevalcap run on the swapped caption sets."""
+    statistics_a, _ = scored
+    (_, other, references), gts, (res_a, res_b) = tokenized
+    statistics_b = scorer.statistics(other, references)
+    names = statistics_a.names
+    swapped = np.arange(len(names)) % 3 == 0
+    for first, second, res_first, res_second in [
+        (statistics_a, statistics_b, res_a, res_b),
+        (statistics_b, statistics_a, res_b, res_a),
+    ]:
+        columns = {
+            key: np.where(swapped[:, None], second.columns[key], values) for key, values in first.columns.items()
+        }
+        fast = ImageStatistics(names, columns, {}).weighted(np.ones(len(names)))
+        captions = {name: res_second[name] if swap else res_first[name] for name, swap in zip(names, swapped)}
+        naive = rescored(gts, captions, names, scorer)
+        for key, value in naive.items():
+            assert fast[key][0] == pytest.approx(value, rel=1e-12, abs=1e-15), key
