@@ -122,10 +122,16 @@ def test_runs_over_different_images_or_references_are_refused(repo):
         check_same_images(head, changed, ("HEAD", "workspace"))
 
 
-def test_the_command_prints_json_markdown_and_a_table(repo, scorer, monkeypatch, capsys):
+@pytest.fixture
+def in_repo(repo, scorer, monkeypatch) -> Path:
+    """The command run in `repo`, scoring with the module's one scorer (kept open between calls)."""
     monkeypatch.chdir(repo)
     monkeypatch.setattr(compare_module, "CaptionScorer", lambda: scorer)
     monkeypatch.setattr(scorer, "close", lambda: None)
+    return repo
+
+
+def test_the_command_prints_json_markdown_and_a_table(in_repo, capsys):
     assert main(["HEAD", "better", "--json", "--resamples", "200"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert list(result) == ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider"]
@@ -153,10 +159,8 @@ def test_a_pattern_expands_to_experiment_names_in_natural_order(repo):
         expand_runs("soft-s*", root=repo)
 
 
-def test_seed_level_sides_compare_the_means_over_runs_paired_in_order(repo, scorer, monkeypatch, capsys):
-    monkeypatch.chdir(repo)
-    monkeypatch.setattr(compare_module, "CaptionScorer", lambda: scorer)
-    monkeypatch.setattr(scorer, "close", lambda: None)
+def test_seed_level_sides_compare_the_means_over_runs_paired_in_order(in_repo, scorer, capsys):
+    repo = in_repo
     assert main(["low-s*", "high-s*", "--json", "--resamples", "200"]) == 0
     result = json.loads(capsys.readouterr().out)
     pairs = [("low-s2", "high-s2"), ("low-s10", "high-s10")]
