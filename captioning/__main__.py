@@ -6,7 +6,7 @@ Commands:
   demo [--model M] [--port P] caption your own photos in the browser (needs pip install -e '.[demo]')
   compare A B [--md|--json]   B's test scores minus A's, with 95% intervals and p-values; A and B are git
                               revisions, experiment names (dvc exp show) or `workspace`, or several runs
-                              each (soft-s0,soft-s1 or 'soft-s*'), paired in order
+                              each (soft-s0,soft-s1 or 'soft-s*'; --paired where B's continue A's)
   remote [--remote NAME]      why a dvc push or pull failed, in one line (docs/remote.md)
 """
 

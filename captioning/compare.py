@@ -7,8 +7,9 @@ test metrics and compared on the same images: B minus A, its 95% paired-bootstra
 approximate randomisation with Holm's adjustment over the metrics (captioning.significance).
 
 A side may be several runs (training seeds): comma-separated names (`soft-s0,soft-s1`) or a pattern over the
-experiment names (`'soft-s*'`, in natural order). A's k-th run is paired with B's k-th; the statistic is the
-mean over the runs.
+experiment names (`'soft-s*'`, in natural order). The statistic is the mean over the runs, and a claim needs
+two p-values: over the images, and over the runs (exact, runs relabelled between the sides; with --paired, where
+B's k-th run continues A's k-th, as SCST from its seed's model, the pairs' differences sign-flipped).
 """
 
 from __future__ import annotations
@@ -137,15 +138,16 @@ def compare(
     resamples: int = RESAMPLES,
     seed: int = 0,
     scorer: CaptionScorer | None = None,
+    paired_runs: bool = False,
 ) -> dict[str, Difference]:
-    """Every test metric of B minus A, paired over the images (and over the runs, A's k-th with B's k-th)."""
+    """Every test metric of B minus A, paired over the images; over the runs too where `paired_runs`."""
     references = {image: refs for image, (_, refs) in a[0].items()}
     with contextlib.nullcontext(scorer) if scorer else CaptionScorer() as scoring:
         statistics = [
             [scoring.statistics({image: caption for image, (caption, _) in run.items()}, references) for run in side]
             for side in (a, b)
         ]
-    return paired_comparison(*statistics, resamples, seed)
+    return paired_comparison(*statistics, resamples, seed, paired_runs=paired_runs)
 
 
 def _ordered(differences: dict[str, Difference]) -> list[str]:
@@ -162,15 +164,19 @@ def format_p(p: float, floor: float, resamples: int) -> str:
 
 def format_table(differences: dict[str, Difference], names: tuple[str, str], markdown: bool, runs: int = 1) -> str:
     mean = "mean " if runs > 1 else ""
-    header = ["metric", f"{mean}A ({names[0]})", f"{mean}B ({names[1]})", "B - A", "95% interval", "p", "p (Holm)"]
+    header = ["metric", f"{mean}A ({names[0]})", f"{mean}B ({names[1]})", "B - A", "95% interval"]
+    header += ["p images", "p seeds", "p (Holm)"] if runs > 1 else ["p", "p (Holm)"]
     rows = []
     for key in _ordered(differences):
         d = differences[key]
         decimals = min(4, mc_decimals(d.mc_error))
         holm_floor = min(1.0, len(differences) * d.p_floor)  # every metric at the floor: m / (R + 1) each
         interval = f"[{d.low:+.{decimals}f}, {d.high:+.{decimals}f}]"
-        p, p_holm = format_p(d.p, d.p_floor, d.resamples), format_p(d.p_holm, holm_floor, d.resamples)
-        rows.append([key, f"{d.a:.4f}", f"{d.b:.4f}", f"{d.delta:+.4f}", interval, p, p_holm])
+        p = [format_p(d.p_images, d.p_floor, d.resamples)]
+        if runs > 1:
+            p.append(f"{d.p_seeds:.4f}")
+        p.append(format_p(d.p_holm, holm_floor, d.resamples))
+        rows.append([key, f"{d.a:.4f}", f"{d.b:.4f}", f"{d.delta:+.4f}", interval, *p])
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -179,7 +185,7 @@ def format_table(differences: dict[str, Difference], names: tuple[str, str], mar
     return "\n".join(lines)
 
 
-def footer(runs: tuple[list[str], list[str]], differences: dict[str, Difference]) -> str:
+def footer(runs: tuple[list[str], list[str]], differences: dict[str, Difference], paired_runs: bool = False) -> str:
     """What was tested, below the table."""
     first = next(iter(differences.values()))
     resamples, holm = first.resamples, f"Holm's adjustment over the {len(differences)} metrics; seed {first.seed}."
@@ -188,11 +194,17 @@ def footer(runs: tuple[list[str], list[str]], differences: dict[str, Difference]
             f"{first.images} test images. Interval: paired bootstrap over images ({resamples} resamples); "
             f"p: approximate randomisation, two-sided ({resamples} shuffles); {holm}"
         )
+    n = len(runs[0])
+    if paired_runs:
+        drawn, seeds = "the pairs", f"exact sign flips of the {n} pairs' differences ({2**n} patterns)"
+    else:
+        drawn, seeds = "each side's runs", f"exact relabelling of the {2 * n} runs ({math.comb(2 * n, n)} splits)"
     return (
-        f"{len(runs[0])} pairs of runs, {first.images} test images; A: {', '.join(runs[0])}; "
-        f"B: {', '.join(runs[1])}. Means over the runs. Interval: two-level bootstrap, the pairs then the images "
-        f"({resamples} resamples); p: randomisation, two-sided, each shuffle exchanging whole runs of a pair and "
-        f"swapping images' captions in every pair ({resamples} shuffles); {holm}"
+        f"{n} runs a side{' (paired)' if paired_runs else ''}, {first.images} test images; A: {', '.join(runs[0])}; "
+        f"B: {', '.join(runs[1])}. Means over the runs. Interval: two-level bootstrap, {drawn} then the images "
+        f"({resamples} resamples). p images: randomisation, two-sided, each shuffle exchanging whole runs of a pair "
+        f"and swapping images' captions in every pair ({resamples} shuffles); p seeds: {seeds}, two-sided; "
+        f"p (Holm): the larger of the two, {holm}"
     )
 
 
@@ -209,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predictions", default=PREDICTIONS, help="the predictions file, relative to the repository")
     parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples and shuffles")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="B's k-th run continues A's k-th (SCST from its seed's model): the seed-level test flips the pairs' signs",
+    )
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error("--resamples must be >= 1")
@@ -222,14 +239,14 @@ def main(argv: list[str] | None = None) -> int:
         a, b = ([read_side(run, args.predictions) for run in side] for side in runs)
         for name, predictions in zip(runs[0][1:] + runs[1], a[1:] + b):
             check_same_images(a[0], predictions, (runs[0][0], name))
-        differences = compare(a, b, args.resamples, args.seed)
+        differences = compare(a, b, args.resamples, args.seed, paired_runs=args.paired)
     except CaptioningError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if args.json:
-        record = {"runs": {"a": runs[0], "b": runs[1]}}
+        record = {"runs": {"a": runs[0], "b": runs[1], "paired": args.paired}}
         print(json.dumps({key: differences[key].as_dict() | record for key in _ordered(differences)}, indent=2))
         return 0
     print(format_table(differences, names, args.md, len(runs[0])))
-    print(f"\n{footer(runs, differences)}")
+    print(f"\n{footer(runs, differences, args.paired)}")
     return 0

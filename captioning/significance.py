@@ -11,9 +11,12 @@ time, so memory does not grow with their number.
   resampled images, Koehn 2004) and a p-value from approximate randomisation (Riezler and Maxwell 2005):
   each image's two captions are swapped with probability 1/2, and p is the share of shuffles whose
   difference is at least as large as the observed one, (c + 1) / (R + 1); Holm's step-down adjustment
-  (Holm 1979) over the metrics compared. Given several runs per side (training seeds, paired in order), the
-  statistic is the mean over the runs, the bootstrap draws the pairs and then the images, and each shuffle
-  also exchanges whole runs of a pair with probability 1/2.
+  (Holm 1979) over the metrics compared.
+- Several runs per side (training seeds): the statistic is the mean over the runs and the bootstrap draws the
+  runs and then the images. Two p-values: over the images (each shuffle swaps image i in every pair, A's k-th
+  run with B's k-th, and also exchanges whole pairs), and over the runs (`seed_level_p`: every relabelling of
+  the runs, or every sign flip of the pairs' differences where the runs are paired). The claim needs both, so
+  p is the larger (an intersection-union test, Berger 1982).
 - Interval endpoints are rounded to their Monte Carlo error (batch means over MC_BATCHES blocks of the
   resamples): the digits another seed would change are not reported.
 Every draw comes from a seeded generator, so the same inputs give the same numbers.
@@ -21,6 +24,7 @@ Every draw comes from a seeded generator, so the same inputs give the same numbe
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -36,6 +40,8 @@ BLOCK = 1000
 # The Monte Carlo error of an endpoint: its spread over this many equal batches of the resamples, / sqrt(batches).
 MC_BATCHES = 10
 MAX_DECIMALS = 6  # where the Monte Carlo error is zero or cannot be estimated (fewer resamples than batches)
+# The seed-level test enumerates every assignment of the runs up to this many (6 + 6 runs: 924), else draws them.
+EXACT_ASSIGNMENTS = 200_000
 # Differences this small are ties: scores recomputed from sums in another order differ by rounding only.
 _TIE = 1e-12
 
@@ -97,8 +103,10 @@ class Difference:
     low: float  # the paired-bootstrap interval of delta, rounded to its Monte Carlo error
     high: float
     mc_error: float | None
-    p: float  # approximate randomisation, two-sided: (c + 1) / (resamples + 1)
-    p_holm: float  # Holm's step-down adjustment over the metrics of this comparison
+    p_images: float  # approximate randomisation over the images, two-sided: (c + 1) / (resamples + 1)
+    p_seeds: float | None  # the exact randomisation test over the runs (None: one run a side)
+    p: float  # the larger of the two: what a claim about B against A rests on
+    p_holm: float  # Holm's step-down adjustment of p over the metrics of this comparison
     resamples: int
     seed: int
     images: int
@@ -108,8 +116,44 @@ class Difference:
 
     @property
     def p_floor(self) -> float:
-        """The smallest p the shuffles can give: no shuffle as extreme as the observed difference."""
+        """The smallest p the image shuffles can give: no shuffle as extreme as the observed difference."""
         return 1 / (self.resamples + 1)
+
+
+def seed_level_p(
+    a: Sequence[float], b: Sequence[float], paired: bool, resamples: int = RESAMPLES, seed: int = 0
+) -> float:
+    """The two-sided randomisation p of mean(b) - mean(a) over runs (one score per run, the test images fixed).
+
+    Unpaired: under the null hypothesis the runs' labels are exchangeable, so every split of the pooled runs
+    into sides of len(a) and len(b) is as likely. Paired (b[k] continues a[k], as SCST continues its seed's
+    model): each pair's difference keeps its size and its sign is a coin. Exact (p = the share of assignments
+    at least as extreme, the observed one among them) when there are at most EXACT_ASSIGNMENTS of them, else
+    `resamples` random ones and (c + 1) / (resamples + 1).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if paired and len(a) != len(b):
+        raise ValueError(f"paired runs come in pairs: {len(a)} on side A, {len(b)} on side B")
+    assignments = 2 ** len(a) if paired else math.comb(len(a) + len(b), len(b))
+    exact = assignments <= EXACT_ASSIGNMENTS
+    rng = np.random.default_rng(seed)
+    if paired:
+        if exact:
+            signs = np.array(list(itertools.product((1.0, -1.0), repeat=len(a))))
+        else:
+            signs = np.where(rng.random((resamples, len(a))) < 0.5, -1.0, 1.0)
+        statistics = signs @ (b - a) / len(a)
+    else:
+        pooled = np.concatenate([a, b])
+        if exact:
+            on_b = np.zeros((assignments, len(pooled)), dtype=bool)
+            for row, chosen in enumerate(itertools.combinations(range(len(pooled)), len(b))):
+                on_b[row, list(chosen)] = True
+        else:
+            on_b = np.argsort(rng.random((resamples, len(pooled))), axis=1) < len(b)
+        statistics = on_b @ pooled / len(b) - ~on_b @ pooled / len(a)
+    at_least = int(np.count_nonzero(np.abs(statistics) >= abs(b.mean() - a.mean()) - _TIE))
+    return at_least / assignments if exact else (at_least + 1) / (resamples + 1)
 
 
 def holm(p: dict[str, float]) -> dict[str, float]:
@@ -127,13 +171,15 @@ def paired_comparison(
     resamples: int = RESAMPLES,
     seed: int = 0,
     level: float = LEVEL,
+    paired_runs: bool = False,
 ) -> dict[str, Difference]:
-    """Every metric all runs report: B minus A, its paired-bootstrap interval and a randomisation p-value.
+    """Every metric all runs report: B minus A, its paired-bootstrap interval and randomisation p-values.
 
-    One run a side: the paired bootstrap over images and swaps of each image's two captions. Several (A's k-th
-    paired with B's k-th): the mean over the runs; each resample draws the pairs with replacement and then the
-    images, one image draw shared by all pairs; each shuffle exchanges pair k's runs (flip[r, k]) and swaps
-    image i's captions in every pair (swap[r, i]), so image i of pair k changes sides iff flip XOR swap.
+    One run a side: the paired bootstrap over images and swaps of each image's two captions. Several: the mean
+    over the runs; each resample draws each side's runs with replacement (the pairs, where `paired_runs`: B's
+    k-th continues A's k-th) and then the images, one image draw for every run; each image shuffle exchanges
+    pair k's runs (flip[r, k]; A's k-th and B's k-th, paired or not) and swaps image i's captions in every pair
+    (swap[r, i]), so image i of pair k changes sides iff flip XOR swap. The seed-level p is `seed_level_p`'s.
     """
     runs_a = [a] if isinstance(a, ImageStatistics) else list(a)
     runs_b = [b] if isinstance(b, ImageStatistics) else list(b)
@@ -153,10 +199,17 @@ def paired_comparison(
     boot, shuffled = [], []
     for size in blocks(resamples):
         weights = resample_weights(images, size, boot_rng)  # one image draw for every pair
-        drawn = resample_weights(pairs, size, boot_rng) if pairs > 1 else np.ones((size, 1))  # size x pairs
-        sides = [(run_a.weighted(weights), run_b.weighted(weights)) for run_a, run_b in zip(runs_a, runs_b)]
-        for_pairs = {key: np.column_stack([b_k[key] - a_k[key] for a_k, b_k in sides]) for key in metrics}
-        boot.append({key: (drawn * for_pairs[key]).sum(axis=1) / pairs for key in metrics})  # the drawn pairs' mean
+        drawn_a = resample_weights(pairs, size, boot_rng) if pairs > 1 else np.ones((size, 1))  # size x runs
+        drawn_b = drawn_a if paired_runs or pairs == 1 else resample_weights(pairs, size, boot_rng)
+        scores_a = [run.weighted(weights) for run in runs_a]
+        scores_b = [run.weighted(weights) for run in runs_b]
+        boot.append(
+            {  # the drawn runs' means
+                key: (drawn_b * np.column_stack([scores[key] for scores in scores_b])).sum(axis=1) / pairs
+                - (drawn_a * np.column_stack([scores[key] for scores in scores_a])).sum(axis=1) / pairs
+                for key in metrics
+            }
+        )
 
         swaps = (shuffle_rng.random((size, images)) < 0.5).astype(np.float64)
         # One pair: exchanging its runs as well would only complement the swaps, which are as likely; none drawn.
@@ -165,10 +218,15 @@ def paired_comparison(
         shuffled.append({key: sum(difference[key] for difference in differences) / pairs for key in metrics})
 
     boot, shuffled = _concatenated(boot), _concatenated(shuffled)
-    p = {}
+    p_images, p_seeds, p = {}, {}, {}
     for key in metrics:
         at_least = int(np.count_nonzero(np.abs(shuffled[key]) >= abs(observed[key]) - _TIE))
-        p[key] = (at_least + 1) / (resamples + 1)
+        p_images[key] = (at_least + 1) / (resamples + 1)
+        p_seeds[key] = None
+        if pairs > 1:
+            scores = ([run.reported[key] for run in side] for side in (runs_a, runs_b))
+            p_seeds[key] = seed_level_p(*scores, paired=paired_runs, resamples=resamples, seed=seed)
+        p[key] = max(p_images[key], p_seeds[key] or 0.0)
     adjusted = holm(p)
     result = {}
     for key in metrics:
@@ -180,6 +238,8 @@ def paired_comparison(
             low=interval["low"],
             high=interval["high"],
             mc_error=interval["mc_error"],
+            p_images=p_images[key],
+            p_seeds=p_seeds[key],
             p=p[key],
             p_holm=adjusted[key],
             resamples=resamples,

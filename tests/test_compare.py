@@ -135,11 +135,13 @@ def test_the_command_prints_json_markdown_and_a_table(in_repo, capsys):
     assert main(["HEAD", "better", "--json", "--resamples", "200"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert list(result) == ["bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l", "cider"]
-    fields = {"a", "b", "delta", "low", "high", "mc_error", "p", "p_holm", "resamples", "seed", "images", "runs"}
+    fields = {"a", "b", "delta", "low", "high", "mc_error", "p_images", "p_seeds", "p", "p_holm"}
+    fields |= {"resamples", "seed", "images", "runs"}
     assert set(result["bleu_4"]) == fields
     assert result["bleu_4"]["delta"] == pytest.approx(result["bleu_4"]["b"] - result["bleu_4"]["a"])
     assert (result["bleu_4"]["resamples"], result["bleu_4"]["seed"], result["bleu_4"]["images"]) == (200, 0, IMAGES)
-    assert result["bleu_4"]["runs"] == {"a": ["HEAD"], "b": ["better"]}
+    assert result["bleu_4"]["runs"] == {"a": ["HEAD"], "b": ["better"], "paired": False}
+    assert result["bleu_4"]["p_seeds"] is None  # one run a side: nothing to test over seeds
     assert result["bleu_4"]["p"] == 1 / 201  # no shuffle as extreme: the floor
     assert main(["HEAD", "better", "--md", "--resamples", "200"]) == 0
     table = capsys.readouterr().out.splitlines()
@@ -166,10 +168,15 @@ def test_seed_level_sides_compare_the_means_over_runs_paired_in_order(in_repo, s
     pairs = [("low-s2", "high-s2"), ("low-s10", "high-s10")]
     singles = [compare([read_side(a, root=repo)], [read_side(b, root=repo)], 200, 0, scorer) for a, b in pairs]
     for key, difference in result.items():
-        assert difference["runs"] == {"a": ["low-s2", "low-s10"], "b": ["high-s2", "high-s10"]}
+        assert difference["runs"] == {"a": ["low-s2", "low-s10"], "b": ["high-s2", "high-s10"], "paired": False}
         assert difference["delta"] == pytest.approx((singles[0][key].delta + singles[1][key].delta) / 2), key
         assert difference["a"] == pytest.approx((singles[0][key].a + singles[1][key].a) / 2), key
-        assert difference["delta"] > 0 and difference["p"] < 0.05, key
+        # Beyond the images' noise, but two runs a side cannot say more: 2 of the 6 splits are as extreme.
+        assert difference["delta"] > 0 and difference["p_images"] < 0.05, key
+        assert difference["p_seeds"] == difference["p"] == pytest.approx(2 / 6), key
+    assert main(["low-s*", "high-s*", "--json", "--resamples", "200", "--paired"]) == 0
+    for key, difference in json.loads(capsys.readouterr().out).items():
+        assert difference["p_seeds"] == 2 / 4 and difference["runs"]["paired"], key
     # the same runs on both sides, named two ways: no difference
     assert main(["low-s*", "low-s2,low-s10", "--json", "--resamples", "200"]) == 0
     for key, difference in json.loads(capsys.readouterr().out).items():
@@ -177,9 +184,11 @@ def test_seed_level_sides_compare_the_means_over_runs_paired_in_order(in_repo, s
     assert main(["low-s*", "high-s*", "--resamples", "200"]) == 0
     output = capsys.readouterr().out
     assert output.splitlines()[0].split() == (
-        "metric mean A (low-s*) mean B (high-s*) B - A 95% interval p p (Holm)".split()
+        "metric mean A (low-s*) mean B (high-s*) B - A 95% interval p images p seeds p (Holm)".split()
     )
-    assert "2 pairs of runs, 60 test images; A: low-s2, low-s10; B: high-s2, high-s10" in output
+    assert output.splitlines()[1].split()[-2:] == ["0.3333", "1.000"]  # p seeds, Holm of the larger p
+    assert "2 runs a side, 60 test images; A: low-s2, low-s10; B: high-s2, high-s10" in output
+    assert "exact relabelling of the 4 runs (6 splits)" in output
 
 
 @pytest.mark.parametrize(

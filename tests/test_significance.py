@@ -16,6 +16,7 @@ from captioning.significance import (
     paired_comparison,
     percentile_interval,
     resample_weights,
+    seed_level_p,
 )
 
 
@@ -206,12 +207,49 @@ def test_one_run_a_side_given_as_lists_is_the_paired_comparison():
 
 def test_seed_level_identical_sides_differ_by_zero_with_p_one():
     sides = runs(0.5, range(6))
-    for key, difference in paired_comparison(sides, sides, 500).items():
+    for key, difference in paired_comparison(sides, sides, 500, paired_runs=True).items():
         values = (difference.delta, difference.low, difference.high, difference.p, difference.p_holm)
         assert values == (0.0, 0.0, 0.0, 1.0, 1.0), key
+    # Unpaired, each side's runs are drawn on their own: the interval is the seeds' spread around 0.
+    for key, difference in paired_comparison(sides, sides, 500).items():
+        assert (difference.delta, difference.p_seeds, difference.p, difference.p_holm) == (0.0, 1.0, 1.0, 1.0), key
+        assert difference.low < 0 < difference.high, key
 
 
-def test_seed_level_a_clearly_better_side_over_6_pairs_is_significant_after_holm():
+def test_seed_level_p_is_exact_over_every_relabelling_or_sign_flip():
+    a, b = [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]
+    # Unpaired: 20 ways to choose B's 3 of 6 runs; only the observed split and its mirror are as extreme.
+    assert seed_level_p(a, b, paired=False) == 2 / 20
+    # Paired: 8 sign patterns of the differences 1, 2, 3; all + and all - are as extreme.
+    assert seed_level_p(a, b, paired=True) == 2 / 8
+    # A gain that changes sign: differences +3, +3, -2 have mean 4/3; patterns with |mean| >= 4/3: +++/---
+    # (8/3), ++-/--+ (4/3), and +-+/-+- and -++/+-- (|3 - 3 + 2|/3 = 2/3: not): 4 of 8.
+    assert seed_level_p([0.0] * 3, [3.0, 3.0, -2.0], paired=True) == 4 / 8
+    assert seed_level_p(b, b, paired=False) == 1.0
+    with pytest.raises(ValueError, match="paired runs come in pairs: 3 on side A, 2 on side B"):
+        seed_level_p(a, b[:2], paired=True)
+
+
+def test_seed_level_p_draws_assignments_when_there_are_too_many(monkeypatch):
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0, 1, 6), rng.normal(0.8, 1, 6)
+    exact = {paired: seed_level_p(a, b, paired) for paired in (False, True)}
+    monkeypatch.setattr(significance, "EXACT_ASSIGNMENTS", 10)
+    for paired, p in exact.items():
+        drawn = seed_level_p(a, b, paired, resamples=20_000, seed=1)
+        assert drawn == pytest.approx(p, abs=4 * np.sqrt(p * (1 - p) / 20_000)), paired
+        assert (drawn * 20_001) % 1 == pytest.approx(0, abs=1e-6) or (drawn * 20_001) % 1 == pytest.approx(1), paired
+
+
+def test_seed_level_p_rejects_runs_from_one_distribution_at_most_5_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    for paired in (False, True):
+        rejected = np.mean([seed_level_p(*rng.normal(0, 1, (2, 6)), paired) <= 0.05 for _ in range(1000)])
+        # The exact level: 46 of the 924 splits (4.98%) or 2 of the 64 sign patterns (3.1%) are as extreme.
+        assert 0.015 <= rejected <= 0.07, (paired, rejected)
+
+
+def test_seed_level_a_clearly_better_side_over_6_seeds_is_significant_after_holm_unless_paired():
     a, b = runs(0.5, range(6)), runs(0.6, range(10, 16))
     differences = paired_comparison(a, b, 1000)
     for key, difference in differences.items():
@@ -219,23 +257,29 @@ def test_seed_level_a_clearly_better_side_over_6_pairs_is_significant_after_holm
         assert difference.a == pytest.approx(mean_a, rel=1e-12), key
         assert difference.delta == pytest.approx(difference.b - difference.a, abs=1e-12), key
         assert 0 < difference.low < difference.delta < difference.high, key
-        assert difference.p < 0.05 and difference.p_holm < 0.05, key
+        # Every B run above every A run: 2 of the 924 splits; Holm over the m metrics (6 here), m x 2/924.
+        assert difference.p_images < 0.05 and difference.p_seeds == pytest.approx(2 / 924), key
+        holm_p = len(differences) * 2 / 924
+        assert difference.p == difference.p_seeds and difference.p_holm == pytest.approx(holm_p), key
+    # Paired, 6 seeds give 64 sign patterns: 2/64 at best, which Holm over the metrics takes above 0.05.
+    for key, difference in paired_comparison(a, b, 1000, paired_runs=True).items():
+        assert difference.p_seeds == 2 / 64 and difference.p_holm == pytest.approx(len(differences) * 2 / 64), key
 
 
-def test_seed_level_a_gain_that_changes_sign_between_seeds_has_a_small_p_and_an_interval_around_zero():
-    """What each number is about. Three pairs where B is far better, three where it is a little less far worse
-    (so the mean gains). The shuffles
-    swap a random half of each pair's images, which cancels the pair's own difference whether or not its runs
-    are exchanged too: the randomisation p measures the mean against the images' noise, and is small because
-    the sides are not interchangeable systems. Whether B is better from seed to seed shows in the two-level
-    bootstrap interval, which draws the pairs: it holds 0."""
+def test_seed_level_a_gain_that_changes_sign_between_seeds_is_not_significant():
+    """Three pairs where B is far better, three where it is a little less far worse (so the mean gains). The
+    image shuffles swap a random half of each pair's images, which cancels the pair's own difference whether or
+    not its runs are exchanged too: their p measures the mean against the images' noise and is tiny. The runs'
+    own test sees three gains and three losses; p, the larger of the two, is not small."""
     a = runs(0.5, range(6))
     b = runs(0.8, range(10, 13)) + runs(0.25, range(13, 16))
-    differences = paired_comparison(a, b, 2000)
-    for key, difference in differences.items():
-        assert difference.delta > 0 and difference.p < 0.05, key
-        assert difference.low < 0 < difference.high, key
-    assert differences["bleu_4"].p < 0.001
+    for paired_runs in (False, True):
+        differences = paired_comparison(a, b, 2000, paired_runs=paired_runs)
+        for key, difference in differences.items():
+            assert difference.delta > 0 and difference.p_images < 0.05, key
+            assert difference.p == difference.p_seeds > 0.2, key
+            assert difference.low < 0 < difference.high, key
+        assert differences["bleu_4"].p_images < 0.001
 
 
 def test_seed_level_shuffles_move_image_i_of_pair_k_iff_flip_xor_swap():
