@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from _timing import interleaved, machine_header, median, table, verdict
 
-from captioning.decoding import beam_search
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
+from captioning.model.decoding import beam_search
 
 GOAL = 20.0
 START, END = 1, 2
@@ -98,10 +98,10 @@ def train_pipeline_model(features_path: Path, captions_path: Path, vocab_path: P
 
     Cached in the temporary directory, keyed by the inputs, so that only the first run pays for it.
     """
-    from captioning.batching import length_bucketed_batches
     from captioning.features.store import FeatureStore
     from captioning.params import load_params
-    from captioning.training import feature_statistics
+    from captioning.train.batching import length_bucketed_batches
+    from captioning.train.cross_entropy import feature_statistics
 
     model = load_params("model")
     words = json.loads(vocab_path.read_text())["words"]

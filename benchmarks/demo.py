@@ -31,10 +31,9 @@ import torch
 from _timing import interleaved, machine_header, median
 from PIL import Image
 
-from captioning.caption import Captioner
 from captioning.checkpoint import save_model
+from captioning.commands.caption import Captioner
 from captioning.data.scenes import generate_scenes
-from captioning.decoding import beam_search
 from captioning.demo.app import DEMO_THREADS
 from captioning.demo.beams import ranked_beams
 from captioning.demo.explain import Explainer, attention_overlay, display_image, read_image, split_images
@@ -42,6 +41,7 @@ from captioning.device import resolve_precision
 from captioning.features.encoder import build_encoder
 from captioning.features.extract import encoder_fingerprint
 from captioning.model import CaptionDecoder, DecoderConfig
+from captioning.model.decoding import beam_search
 from captioning.params import load_params
 from captioning.text.vocabulary import SPECIALS
 

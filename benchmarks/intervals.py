@@ -4,7 +4,7 @@ Generated captions for --images test images (5,000 by default, the size of COCO'
 references each, are timed as
   - plain pycocoevalcap scoring (PTB tokenizer, BLEU, METEOR, ROUGE-L, CIDEr), as a corpus score is computed;
   - the same with per-image statistics kept (captioning.metrics.CaptionScorer.statistics), what evaluate runs;
-  - the 95% bootstrap intervals from those statistics (captioning.significance, --resamples resamples);
+  - the 95% bootstrap intervals from those statistics (captioning.scoring.significance, --resamples resamples);
   - a paired comparison of two systems (bootstrap interval and approximate randomisation), and a seed-level
     one of three pairs of runs (the two systems again, in turn), with the peak memory each allocates;
   - the naive alternative, the same estimator by re-scoring every resample with pycocoevalcap: BLEU, METEOR
@@ -29,8 +29,8 @@ import tracemalloc
 import numpy as np
 from _timing import machine_header
 
-from captioning.metrics import CaptionScorer, java_available
-from captioning.significance import RESAMPLES, bootstrap_intervals, paired_comparison
+from captioning.scoring.metrics import CaptionScorer, java_available
+from captioning.scoring.significance import RESAMPLES, bootstrap_intervals, paired_comparison
 
 WORDS = (
     "a the red blue green yellow small large circle square triangle star at on near top left right bottom middle "

@@ -39,12 +39,12 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from train_step import FEATURE_DIM, REGIONS, three_decoders, tutorial_loss
 
-from captioning.batching import Batch
-from captioning.cider import CiderD
+from captioning.finetune.cider import CiderD
+from captioning.finetune.scst import scst_step
 from captioning.params import load_params
-from captioning.scst import scst_step
 from captioning.text.vocabulary import SPECIALS, Vocabulary
-from captioning.training import training_step as train_step
+from captioning.train.batching import Batch
+from captioning.train.cross_entropy import training_step as train_step
 
 PAD, START, END = 0, 1, 2
 NO_KERNEL = {  # views, metadata and allocations: no kernel is launched for them
@@ -149,8 +149,8 @@ def profile_operators(step: Callable[[], object]) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------
-# The steps as the library runs them (captioning/training.py train_epoch, captioning/scst.py ScstStep): the
-# losses stay on the device, read once an epoch.
+# The steps as the library runs them (captioning/train/cross_entropy.py train_epoch,
+# captioning/finetune/scst.py ScstStep): the losses stay on the device, read once an epoch.
 def training_step(model, optimizer, batch, alpha_c: float, device: torch.device) -> Callable[[], object]:
     trainable = [p for p in model.parameters() if p.requires_grad]
     params = replace(load_params("train"), alpha_c=alpha_c, grad_clip=5.0)

@@ -4,7 +4,7 @@ One batch of scst.batch_size training images, scst.samples captions each (params
   - captioning.decoding.sample_captions with the gradient graph kept (as training runs it), the fast decoder
     (and with --paper the literal one, whose graph keeps K copies of each image's regions per step: ~2.4 GB
     for 50 images x 5 samples x 24 steps);
-  - the reward: CIDEr-D (captioning.cider) of the batch's sampled captions against their references;
+  - the reward: CIDEr-D (captioning.finetune.cider) of the batch's sampled captions against their references;
   - the greedy baseline: greedy decoding of the batch plus the CIDEr-D of those captions;
   - one whole SCST step (sample, reward, baseline, backward, Adam), fast decoder.
 The model is models/cross_entropy.pt (or --model); the images are the first training images of
@@ -25,13 +25,13 @@ import torch
 from _timing import interleaved, machine_header, median, table
 
 from captioning.checkpoint import load_model
-from captioning.cider import CiderD
 from captioning.data.table import read_table
-from captioning.decoding import sample_captions
 from captioning.features.store import FeatureStore
+from captioning.finetune.cider import CiderD
+from captioning.finetune.scst import RewardImages, caption_words, greedy_rewards, scst_batch
 from captioning.model import build_decoder
+from captioning.model.decoding import sample_captions
 from captioning.params import load_params
-from captioning.scst import RewardImages, caption_words, greedy_rewards, scst_batch
 from captioning.text.vocabulary import Vocabulary
 
 

@@ -31,12 +31,12 @@ from _timing import interleaved, machine_header, median, table, verdict
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from captioning.batching import CaptionSet, WaitClock, iterate_batches, length_bucketed_batches
 from captioning.device import autocast, resolve_precision
 from captioning.features.store import FeatureStore, FeatureWriter
 from captioning.model import DecoderConfig, build_decoder
 from captioning.params import load_params
-from captioning.training import caption_loss
+from captioning.train.batching import CaptionSet, WaitClock, iterate_batches, length_bucketed_batches
+from captioning.train.cross_entropy import caption_loss
 
 GOAL = 5.0
 PAD, START, END = 0, 1, 2

@@ -23,15 +23,16 @@ import numpy as np
 import torch
 from _timing import machine_header
 
-from captioning.batching import CaptionSet
 from captioning.data.table import read_table
-from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.store import FeatureStore
-from captioning.metrics import CaptionScorer
 from captioning.params import load_params
+from captioning.scoring.metrics import CaptionScorer
+from captioning.scoring.split import EvaluationImages
 from captioning.text.vocabulary import Vocabulary
-from captioning.training import feature_statistics, fit
-from captioning.training_run import build_model, load_embeddings
+from captioning.train.batching import CaptionSet
+from captioning.train.cross_entropy import feature_statistics, fit
+from captioning.train.run import build_model, load_embeddings
+from captioning.train.validation import Validation
 
 
 def main() -> None:

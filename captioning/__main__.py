@@ -24,11 +24,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "caption":
-        from captioning.caption import main as caption_main
+        from captioning.commands.caption import main as caption_main
 
         return caption_main(rest)
     if command == "download":
-        from captioning.download import main as download_main
+        from captioning.commands.download import main as download_main
 
         return download_main(rest)
     if command == "demo":
@@ -36,11 +36,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return demo_main(rest)
     if command == "compare":
-        from captioning.compare import main as compare_main
+        from captioning.commands.compare import main as compare_main
 
         return compare_main(rest)
     if command == "remote":
-        from captioning.remote import main as remote_main
+        from captioning.commands.remote import main as remote_main
 
         return remote_main(rest)
     print(f"error: unknown command {command!r}; use one of {', '.join(COMMANDS)} (see --help)", file=sys.stderr)

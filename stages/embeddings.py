@@ -6,9 +6,9 @@ import numpy as np
 
 from captioning.cli import log, run, stage_arguments
 from captioning.data.table import read_table
-from captioning.embeddings import embedding_matrix, load_word2vec, train_word2vec
 from captioning.io import atomic_path, write_json
 from captioning.params import load_params
+from captioning.text.embeddings import embedding_matrix, load_word2vec, train_word2vec
 from captioning.text.vocabulary import Vocabulary
 
 

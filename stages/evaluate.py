@@ -5,12 +5,12 @@ import argparse
 from captioning.checkpoint import check_vocabulary, load_model
 from captioning.cli import run, stage_arguments
 from captioning.data.table import check_contents, read_table
-from captioning.decoding import beam_search
 from captioning.device import select_device
-from captioning.evaluation import caption_and_score
 from captioning.features.store import FeatureStore
+from captioning.model.decoding import beam_search
 from captioning.params import load_params
-from captioning.reports import write_environment, write_figures_and_gallery, write_predictions, write_scores
+from captioning.reports.evaluation import caption_and_score
+from captioning.reports.outputs import write_environment, write_figures_and_gallery, write_predictions, write_scores
 from captioning.text.vocabulary import Vocabulary
 
 

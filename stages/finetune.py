@@ -3,7 +3,7 @@
 import argparse
 
 from captioning.cli import run, stage_arguments
-from captioning.finetune_run import FinetuneFiles, run_finetuning
+from captioning.finetune.run import FinetuneFiles, run_finetuning
 from captioning.params import load_params
 
 

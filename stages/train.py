@@ -5,7 +5,7 @@ import sys
 
 from captioning.cli import run, stage_arguments
 from captioning.params import load_params
-from captioning.training_run import TrainingFiles, run_training
+from captioning.train.run import TrainingFiles, run_training
 
 
 def arguments() -> argparse.ArgumentParser:

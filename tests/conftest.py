@@ -14,10 +14,10 @@ import torch
 from repo_params import repo_params
 from tiny_repo import UPSTREAM_STAGES, build_tiny, copy_repository, reproduce
 
-from captioning import metrics
 from captioning.features.store import FeatureWriter
-from captioning.metrics import METEOR_SWITCH, CaptionScorer
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
+from captioning.scoring import metrics
+from captioning.scoring.metrics import METEOR_SWITCH, CaptionScorer
 
 VOCAB, EMBED, FEATURE_DIM, REGIONS, HIDDEN = 12, 16, 8, 5, 16
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from captioning.decoding import beam_search, greedy_decode
+from captioning.model.decoding import beam_search, greedy_decode
 from captioning.model.paper import GlobalContext, SoftAttention
-from captioning.training import caption_loss
+from captioning.train.cross_entropy import caption_loss
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 START, END = 1, 2

@@ -1,4 +1,4 @@
-"""captioning/batching.py: length-bucketed batches, each caption once, read ahead of the training step."""
+"""captioning/train/batching.py: length-bucketed batches, each caption once, read ahead of the training step."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import torch
 from conftest import FEATURE_DIM, REGIONS
 from test_training import tiny_task  # noqa: F401 (a fixture)
 
-from captioning.batching import iterate_batches, length_bucketed_batches
 from captioning.errors import CaptioningError
 from captioning.features.store import FeatureStore
+from captioning.train.batching import iterate_batches, length_bucketed_batches
 
 CPU = torch.device("cpu")
 

@@ -14,12 +14,12 @@ from PIL import Image
 from tiny_model import write_tiny_model
 
 from captioning.__main__ import main
-from captioning.caption import Captioner, attention_path
+from captioning.commands.caption import Captioner, attention_path
 from captioning.data.images import load_rgb
 from captioning.features.encoder import build_encoder
 from captioning.features.extract import encoder_fingerprint, extract_features
 from captioning.features.store import FeatureStore
-from captioning.figures import figure_pixels
+from captioning.reports.figures import figure_pixels
 from captioning.text.vocabulary import SPECIALS
 
 WORDS = [*SPECIALS, "a", "red", "blue", "square", "circle"]

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from captioning.checkpoint import check_vocabulary, load_model, save_model
-from captioning.decoding import greedy_decode
 from captioning.errors import CaptioningError
+from captioning.model.decoding import greedy_decode
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

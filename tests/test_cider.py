@@ -1,11 +1,11 @@
-"""captioning/cider.py: CIDEr-D as pycocoevalcap computes it, with document frequencies from a fixed corpus."""
+"""captioning/finetune/cider.py: CIDEr-D as pycocoevalcap computes it, with document frequencies from a fixed corpus."""
 
 from __future__ import annotations
 
 import pytest
 from pycocoevalcap.cider.cider import Cider
 
-from captioning.cider import CiderD
+from captioning.finetune.cider import CiderD
 
 REFERENCES = {
     "a": ["a red circle on the left", "a big red circle at the left", "there is a red circle"],

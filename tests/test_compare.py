@@ -1,4 +1,4 @@
-"""captioning/compare.py: two sides (revision, experiment, workspace) of a small DVC repository, compared."""
+"""captioning/commands/compare.py: two sides (revision, experiment, workspace) of a small DVC repository, compared."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import captioning.compare as compare_module
-import captioning.metrics as metrics
-from captioning.compare import check_same_images, compare, expand_runs, main, read_side
+import captioning.commands.compare as compare_module
+import captioning.scoring.metrics as metrics
+from captioning.commands.compare import check_same_images, compare, expand_runs, main, read_side
 from captioning.errors import CaptioningError
-from captioning.metrics import METEOR_SWITCH, CaptionScorer
+from captioning.scoring.metrics import METEOR_SWITCH, CaptionScorer
 
 IMAGES = 60
 # Writes reports/predictions.json as the evaluate stage does: the first `quality` share of the images get a

@@ -1,4 +1,4 @@
-"""captioning/decoding.py: greedy and beam search, batched, through the decoder's one-step interface."""
+"""captioning/model/decoding.py: greedy and beam search, batched, through the decoder's one-step interface."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import REGIONS
 
-from captioning.decoding import beam_search, greedy_decode
 from captioning.model import build_decoder
+from captioning.model.decoding import beam_search, greedy_decode
 from captioning.model.paper import EncodedImages
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

@@ -17,14 +17,14 @@ from PIL import Image, ImageDraw
 from tiny_model import write_tiny_model
 
 from captioning.__main__ import main
-from captioning.caption import Captioner
+from captioning.commands.caption import Captioner
 from captioning.data.images import BadImageError, load_rgb
 from captioning.data.table import CaptionTable, ImageRecord, write_table
-from captioning.decoding import beam_search
 from captioning.demo.app import cached_png
 from captioning.demo.beams import ranked_beams
 from captioning.demo.explain import Explainer, attention_overlay, provenance, read_image, split_images
 from captioning.model import CaptionDecoder, DecoderConfig
+from captioning.model.decoding import beam_search
 from captioning.text.vocabulary import SPECIALS
 
 WORDS = [*SPECIALS, "a", "red", "blue", "green", "square", "circle", "triangle", "left", "of"]

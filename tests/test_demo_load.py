@@ -23,7 +23,7 @@ pytest.importorskip("gradio_client")
 
 from demo_browser import free_port  # noqa: E402
 
-from captioning.caption import Captioner  # noqa: E402
+from captioning.commands.caption import Captioner  # noqa: E402
 from captioning.demo.app import UPLOADS_KEPT_S, build_app, remove_orphaned_uploads  # noqa: E402
 from captioning.demo.explain import Explainer, attention_overlay  # noqa: E402
 from captioning.demo.load import ask, many_at_once, start_abandoned_upload  # noqa: E402

@@ -25,9 +25,10 @@ from PIL import Image
 from repo_params import repo_document
 from tiny_repo import stage_command
 
-from captioning import caption, distributed
+from captioning.commands import caption
 from captioning.device import DEVICE_SWITCH, NvidiaGpus, nvidia_gpus, select_device, unusable_gpu_message
 from captioning.errors import CaptioningError
+from captioning.train import distributed
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-5b1c0e4a-2f7d-4c1e-9a6b-3d8e0f1a2b3c)"

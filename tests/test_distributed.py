@@ -1,4 +1,4 @@
-"""captioning/distributed.py and the DDP lines of training.py: ranks' shares add up to one-process training.
+"""captioning/train/distributed.py and the DDP lines of train/cross_entropy.py: ranks' shares add up to one-process training.
 
 The slow test runs the real train stage with train.nproc_per_node=2 (torchrun, gloo on CPU) on a tiny
 repository and checks it against a one-process run with the same global batch and seed, then evaluates.
@@ -16,12 +16,12 @@ from conftest import FEATURE_DIM, REGIONS, VOCAB
 from repo_params import repo_params, repo_section
 from tiny_repo import TINY, copy_repository, run, stage_command, write_params
 
-from captioning import distributed
-from captioning.batching import CaptionSet, iterate_batches
 from captioning.errors import ParamError
 from captioning.features.store import FeatureStore
 from captioning.params import parse_section
-from captioning.training import caption_loss
+from captioning.train import distributed
+from captioning.train.batching import CaptionSet, iterate_batches
+from captioning.train.cross_entropy import caption_loss
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

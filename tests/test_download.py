@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from fixtures_real import make_flickr8k
 
-from captioning import download as downloader
+from captioning.commands import download as downloader
 from captioning.data.readers.dataset import read_dataset
 from captioning.errors import CaptioningError
 

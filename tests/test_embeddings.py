@@ -1,4 +1,4 @@
-"""captioning/embeddings.py: reproducible Word2Vec, and the embedding matrix built from any vectors."""
+"""captioning/text/embeddings.py: reproducible Word2Vec, and the embedding matrix built from any vectors."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from captioning.embeddings import embedding_matrix, load_word2vec, train_word2vec
 from captioning.errors import CaptioningError
+from captioning.text.embeddings import embedding_matrix, load_word2vec, train_word2vec
 from captioning.text.vocabulary import SPECIALS
 
 SENTENCES = [

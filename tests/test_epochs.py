@@ -1,4 +1,4 @@
-"""captioning/epochs.py: the epoch loop on a one-layer model: the kept epoch, epoch 0, resuming, DVCLive."""
+"""captioning/train/epochs.py: the epoch loop on a one-layer model: the kept epoch, epoch 0, resuming, DVCLive."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from captioning.epochs import EpochLog, EpochPlan, run_epochs
 from captioning.errors import CaptioningError
-from captioning.resume import ResumableRun, ResumeFile
+from captioning.train.epochs import EpochLog, EpochPlan, run_epochs
+from captioning.train.resume import ResumableRun, ResumeFile
 
 INPUTS = torch.linspace(-1, 1, 16).reshape(8, 2)
 

@@ -7,11 +7,11 @@ import torch
 from conftest import FEATURE_DIM, HIDDEN, REGIONS, VOCAB
 from test_paper import LENGTHS, random_captions
 
-from captioning.decoding import beam_search, greedy_decode
 from captioning.model import CaptionDecoder, FastCaptionDecoder, build_decoder, resolve_implementation
 from captioning.model import fast as fast_module
+from captioning.model.decoding import beam_search, greedy_decode
 from captioning.model.fast import TABLE_STEPS
-from captioning.training import caption_loss
+from captioning.train.cross_entropy import caption_loss
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 START, END = 1, 2

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.figures import (
+from captioning.reports.figures import (
     attention_figure,
     attention_grid,
     build_attention_figure,

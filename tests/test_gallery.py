@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from captioning.gallery import GalleryEntry, gallery_html, thumbnail_data_uri, write_gallery
+from captioning.reports.gallery import GalleryEntry, gallery_html, thumbnail_data_uri, write_gallery
 
 RED, BLUE = (220, 40, 40), (50, 80, 230)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from captioning.data.scenes import generate_scenes
-from captioning.grounding import cells_touching_boxes, grounding_scores, object_accuracy
+from captioning.scoring.grounding import cells_touching_boxes, grounding_scores, object_accuracy
 from captioning.text.tokenizer import tokenize
 
 REGIONS = 49  # 7 x 7 cells of 32 pixels over 224 x 224

@@ -14,12 +14,12 @@ from test_paper import LENGTHS, random_captions
 from test_training import VOCABULARY, FakeScorer, tiny_task  # noqa: F401 (a fixture)
 from torch import nn
 
-from captioning.decoding import beam_search, greedy_decode
-from captioning.evaluation import Validation
-from captioning.hard_training import HardAttentionTraining, MovingAverageBaseline, caption_log_likelihoods
+from captioning.model.decoding import beam_search, greedy_decode
 from captioning.model.hard import LocationDraws, sample_locations
-from captioning.resume import ResumeFile
-from captioning.training import caption_loss, feature_statistics, fit
+from captioning.train.cross_entropy import caption_loss, feature_statistics, fit
+from captioning.train.hard_attention import HardAttentionTraining, MovingAverageBaseline, caption_log_likelihoods
+from captioning.train.resume import ResumeFile
+from captioning.train.validation import Validation
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}

@@ -20,17 +20,18 @@ from conftest import FEATURE_DIM, REGIONS
 from repo_params import repo_params
 from tiny_repo import copy_repository, run
 
-from captioning import distributed
-from captioning.batching import CaptionSet
 from captioning.data.scenes import write_scenes
 from captioning.data.table import read_table, write_table
-from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.parts import extract_table
 from captioning.features.store import FeatureStore, memory_budget_bytes
-from captioning.metrics import METRIC_KEYS
 from captioning.params import IMAGE_FOLDER, MACHINE_KNOBS, SECTIONS, parse_section, without_machine_knobs
+from captioning.scoring.metrics import METRIC_KEYS
+from captioning.scoring.split import EvaluationImages
 from captioning.text.vocabulary import SPECIALS, Vocabulary, encode_captions
-from captioning.training import feature_statistics, fit
+from captioning.train import distributed
+from captioning.train.batching import CaptionSet
+from captioning.train.cross_entropy import feature_statistics, fit
+from captioning.train.validation import Validation
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]

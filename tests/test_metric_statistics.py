@@ -1,4 +1,4 @@
-"""captioning/metric_statistics.py: per-image statistics reproduce pycocoevalcap's corpus and image scores."""
+"""captioning/scoring/statistics.py: per-image statistics reproduce pycocoevalcap's corpus and image scores."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from captioning.metric_statistics import BLEU_COLUMNS, METEOR_COLUMNS, ImageStatistics, bleu_from_sums
+from captioning.scoring.statistics import BLEU_COLUMNS, METEOR_COLUMNS, ImageStatistics, bleu_from_sums
 
 WORDS = "a the red blue green small large circle square triangle at on top left right bottom of in middle".split()
 

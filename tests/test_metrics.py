@@ -1,4 +1,4 @@
-"""captioning/metrics.py: the same numbers as pycocoevalcap, and no METEOR under a false name without Java."""
+"""captioning/scoring/metrics.py: the same numbers as pycocoevalcap, and no METEOR under a false name without Java."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-import captioning.metrics as metrics
-from captioning.metrics import METRIC_KEYS, CaptionScorer
+import captioning.scoring.metrics as metrics
+from captioning.scoring.metrics import METRIC_KEYS, CaptionScorer
 
 PREDICTIONS = {
     "img1.png": "A large red circle at the top left.",
@@ -114,7 +114,7 @@ def test_without_java_nor_wordnet_there_is_no_meteor_key_and_a_warning(monkeypat
     monkeypatch.setattr(metrics.shutil, "which", lambda name: None if name == "java" else real_which(name))
     monkeypatch.setattr(metrics, "_nltk_wordnet_available", lambda: False)  # as installed here
     assert not metrics.java_available()
-    with caplog.at_level(logging.WARNING, logger="captioning.metrics"):
+    with caplog.at_level(logging.WARNING, logger="captioning.scoring.metrics"):
         scorer = CaptionScorer(meteor=True)
     assert "Java not found" in caplog.text
     assert scorer._meteor is None

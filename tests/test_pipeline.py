@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,21 @@ def test_repro_writes_every_output_and_leaves_status_clean(tiny_repo: Path):
     status = run(["dvc", "status"], tiny_repo).stdout
     assert "up to date" in status, status
     assert "Stage 'train' didn't change" in run(["dvc", "repro"], tiny_repo).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "module",
+    ["scoring/grounding.py", "scoring/significance.py", "reports/figures.py", "reports/gallery.py", "data/scenes.py"],
+)
+def test_editing_test_only_code_reruns_only_evaluate(tiny_repo: Path, tmp_path: Path, module: str):
+    """Validation scores with the metrics alone: grounding, intervals, figures and the gallery are the evaluate
+    stage's, so an edit there leaves the trained model alone (dvc.yaml's deps, read by dvc status)."""
+    repo = copy_repository(tiny_repo, tmp_path / "repo")
+    with (repo / "captioning" / module).open("a", encoding="utf-8") as source:
+        source.write("\n# edited\n")
+    changed = re.findall(r"^(\w+):\n", run(["dvc", "status"], repo).stdout, re.M)
+    assert changed == (["data", "evaluate"] if module == "data/scenes.py" else ["evaluate"]), changed
 
 
 @pytest.mark.slow

@@ -10,11 +10,11 @@ from repo_params import repo_params
 from torch import nn
 from tqdm import tqdm
 
-from captioning.batching import CaptionSet, iterate_batches
 from captioning.device import autocast, resolve_precision
-from captioning.epochs import apply_gradients, loss_scaler
 from captioning.features.store import FeatureStore
-from captioning.training import caption_loss, train_epoch
+from captioning.train.batching import CaptionSet, iterate_batches
+from captioning.train.cross_entropy import caption_loss, train_epoch
+from captioning.train.epochs import apply_gradients, loss_scaler
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 import torchvision
 
-from captioning.embeddings import embedding_matrix, load_word2vec
 from captioning.errors import CaptioningError
 from captioning.features.encoder import build_encoder
 from captioning.params import IMAGENET_VARIANTS
+from captioning.text.embeddings import embedding_matrix, load_word2vec
 from captioning.text.vocabulary import SPECIALS
 
 

@@ -15,7 +15,7 @@ import pytest
 from fixtures_real import make_coco
 from tiny_repo import TINY, copy_project, run, run_stage_here, stage_command, write_params
 
-from captioning.metrics import METEOR_SWITCH, java_available
+from captioning.scoring.metrics import METEOR_SWITCH, java_available
 
 STAGES = ("data", "vocab", "features", "embeddings", "train", "finetune")  # dvc.yaml's order, then evaluate
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from repo_params import repo_params
 
-from captioning.caption import Captioner
 from captioning.checkpoint import load_model, save_model
+from captioning.commands.caption import Captioner
 from captioning.errors import CaptioningError
 from captioning.features.recipe import FeatureRecipe
 from captioning.features.store import FeatureStore, FeatureWriter

@@ -1,4 +1,4 @@
-"""captioning/remote.py on a one-file DVC project and a folder remote: each cause of a failed push or pull is
+"""captioning/commands/remote.py on a one-file DVC project and a folder remote: each cause of a failed push or pull is
 found and named in one line. The same faults on the real pipeline and over SSH: tests/test_remote.py."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from dvc.repo import Repo
 
-from captioning.remote import check
+from captioning.commands.remote import check
 
 pytestmark = pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")  # inside dvc's own code
 

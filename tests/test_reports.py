@@ -1,4 +1,4 @@
-"""captioning/reports.py: the predictions file, and figures and a gallery limited as the params say."""
+"""captioning/reports/outputs.py: the predictions file, and figures and a gallery limited as the params say."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from PIL import Image
 from repo_params import repo_params
 
 from captioning.data.table import CaptionTable, ImageRecord
-from captioning.evaluation import EvaluationImages
-from captioning.reports import write_figures_and_gallery, write_predictions
+from captioning.reports.outputs import write_figures_and_gallery, write_predictions
+from captioning.scoring.split import EvaluationImages
 
 NAMES = ["a.png", "b.png", "c.png"]
 CAPTIONS = {"a.png": "a red square", "b.png": "a blue circle", "c.png": "a green star"}

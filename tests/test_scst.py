@@ -1,4 +1,4 @@
-"""captioning/scst.py and the sampler in captioning/decoding.py: self-critical training for CIDEr-D."""
+"""captioning/finetune/scst.py and the sampler in captioning/model/decoding.py: self-critical training for CIDEr-D."""
 
 from __future__ import annotations
 
@@ -15,15 +15,11 @@ from repo_params import repo_params
 from tiny_repo import stage_command
 
 from captioning.checkpoint import load_model, save_model
-from captioning.cider import CiderD
-from captioning.decoding import sample_captions
 from captioning.environment import describe_environment
 from captioning.errors import ParamError
-from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.store import FeatureStore
-from captioning.metrics import CaptionScorer
-from captioning.resume import ResumeFile
-from captioning.scst import (
+from captioning.finetune.cider import CiderD
+from captioning.finetune.scst import (
     RewardImages,
     caption_words,
     finetune,
@@ -34,7 +30,12 @@ from captioning.scst import (
     scst_batch,
     scst_step,
 )
+from captioning.model.decoding import sample_captions
+from captioning.scoring.metrics import CaptionScorer
+from captioning.scoring.split import EvaluationImages
 from captioning.text.vocabulary import END, SPECIALS, Vocabulary
+from captioning.train.resume import ResumeFile
+from captioning.train.validation import Validation
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 REPO = Path(__file__).resolve().parents[1]

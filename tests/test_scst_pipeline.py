@@ -15,7 +15,7 @@ import torch
 import yaml
 from tiny_repo import TINY, copy_repository, run, run_stage_here, stage_command, write_params
 
-from captioning.metrics import METEOR_SWITCH
+from captioning.scoring.metrics import METEOR_SWITCH
 
 BEFORE_FINETUNE = ("data", "vocab", "features", "embeddings", "train")
 
@@ -149,7 +149,7 @@ def test_a_read_only_models_folder_stops_finetune_before_its_metrics_are_touched
     write fails as it then would."""
     import errno
 
-    import captioning.finetune_run
+    import captioning.finetune.run
     import captioning.io
 
     metrics = tiny_repo / "metrics/finetune/metrics.json"
@@ -162,8 +162,8 @@ def test_a_read_only_models_folder_stops_finetune_before_its_metrics_are_touched
     def read_only(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(tiny_repo / "models/model.pt"))
 
-    monkeypatch.setattr(captioning.finetune_run, "pass_through", read_only)
-    monkeypatch.setattr(captioning.finetune_run, "save_finetuned", read_only)
+    monkeypatch.setattr(captioning.finetune.run, "pass_through", read_only)
+    monkeypatch.setattr(captioning.finetune.run, "save_finetuned", read_only)
     result = run_stage_here(tiny_repo, "finetune", monkeypatch, capsys)
     assert metrics.read_bytes() == before
     assert result.returncode == 1

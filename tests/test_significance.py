@@ -1,13 +1,12 @@
-"""captioning/significance.py: bootstrap intervals and paired tests over images, from per-image statistics."""
+"""captioning/scoring/significance.py: bootstrap intervals and paired tests over images, from per-image statistics."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import captioning.significance as significance
-from captioning.metric_statistics import ImageStatistics
-from captioning.significance import (
+import captioning.scoring.significance as significance
+from captioning.scoring.significance import (
     _Shuffle,
     blocks,
     bootstrap_intervals,
@@ -18,6 +17,7 @@ from captioning.significance import (
     resample_weights,
     seed_level_p,
 )
+from captioning.scoring.statistics import ImageStatistics
 
 
 def system(images: int, quality: float, seed: int) -> ImageStatistics:

@@ -1,4 +1,4 @@
-"""captioning/training.py: the loop learns, StepLR halves the rate on schedule, the best epoch is kept."""
+"""captioning/train/cross_entropy.py: the loop learns, StepLR halves the rate on schedule, the best epoch is kept."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ from repo_params import repo_params
 from torch import nn
 from tqdm import tqdm
 
-from captioning.batching import CaptionSet, iterate_batches
 from captioning.errors import CaptioningError
-from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.store import FeatureStore
-from captioning.metrics import METRIC_KEYS
+from captioning.scoring.metrics import METRIC_KEYS
+from captioning.scoring.split import EvaluationImages
 from captioning.text.vocabulary import SPECIALS, Vocabulary, encode_captions
-from captioning.training import caption_loss, feature_statistics, fit, train_epoch, training_step
+from captioning.train.batching import CaptionSet, iterate_batches
+from captioning.train.cross_entropy import caption_loss, feature_statistics, fit, train_epoch, training_step
+from captioning.train.validation import Validation
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

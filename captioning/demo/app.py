@@ -31,8 +31,8 @@ from PIL import Image
 from captioning.data.images import BadImageError
 from captioning.demo.explain import Explainer, Explanation, attention_overlay, provenance, split_images
 from captioning.errors import CaptioningError
-from captioning.figures import attention_grid
 from captioning.params import load_params
+from captioning.reports.figures import attention_grid
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     import torch
 
-    from captioning.caption import Captioner
     from captioning.checkpoint import load_model
+    from captioning.commands.caption import Captioner
 
     torch.set_num_threads(args.threads)
     try:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from captioning.decoding import copy_first_step, extend_beams
 from captioning.model import CaptionDecoder
+from captioning.model.decoding import copy_first_step, extend_beams
 
 
 @dataclass

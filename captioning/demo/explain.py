@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from captioning.caption import Captioner
+from captioning.commands.caption import Captioner
 from captioning.data.images import MAX_PIXELS, BadImageError, load_rgb
 from captioning.data.table import read_table
 from captioning.demo.beams import ranked_beams
 from captioning.errors import CaptioningError
-from captioning.figures import DISPLAY_PIXELS, SHADE, attention_grid, upsample
+from captioning.reports.figures import DISPLAY_PIXELS, SHADE, attention_grid, upsample
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,8 @@ def conversion_notes(path: str | Path) -> list[str]:
 
 
 def attention_overlay(display: Image.Image, weights: np.ndarray) -> Image.Image:
-    """One word's attention (R,) over the image, in the style of captioning.figures: dark where it did not look."""
+    """One word's attention (R,) over the image, in the style of captioning.reports.figures: dark where it did not
+    look."""
     side = attention_grid(np.asarray(weights).reshape(1, -1))
     if side is None:  # no spatial attention (e.g. the global-vector baseline): the image alone
         return display

@@ -1,7 +1,8 @@
 """The captioning model: a context module (soft attention, or a global vector) feeding an LSTM decoder.
 
 paper.py is the model as the paper writes it; read it first. fast.py computes the same with the same
-parameters, faster. Both offer one interface, which decoding and training use and nothing more:
+parameters, faster; hard.py is the paper's stochastic (hard) attention; decoding.py turns a decoder into
+captions (greedy, beam search, sampling). Both offer one interface, which decoding and training use and nothing more:
 
     encoded = decoder.encode(features)             # once per image: (B, L, D) region features in
     state = decoder.initial_state(encoded)         # (h_0, c_0), each (B, H)

@@ -148,7 +148,7 @@ class FastCaptionDecoder(CaptionDecoder):
         regions = self.standardise(features)
         keys, values = self._keys_and_values(regions)
         hidden, cell = self._initial_state(regions.mean(dim=1))
-        # The active rows of each step from the lengths on the host (captioning/batching.py keeps them there):
+        # The active rows of each step from the lengths on the host (captioning/train/batching.py keeps them there):
         # reading them from a GPU would make the host wait for the kernels queued so far, twice a batch.
         steps = lengths.cpu() - 1  # predict words 1..L-1 from words 0..L-2
         batch_sizes = (steps.unsqueeze(0) > torch.arange(int(steps.max())).unsqueeze(1)).sum(1)  # (T,) on the host

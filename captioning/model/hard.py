@@ -5,7 +5,7 @@ caption either samples one region per step, s_t ~ Multinoulli(alpha_t), and read
 (with probability train.hard_expected_prob) reads the expected context, Eq. 6; decoding always reads the
 expected context. The decoders take a batch's LocationDraws (`forward(..., draws)`, `step(..., sample)`)
 and use `attended_weights` and `location_terms` below; Eq. 11-12's terms are `hard_attention_loss`.
-The REINFORCE baseline and the per-batch bookkeeping are training's: captioning/hard_training.py.
+The REINFORCE baseline and the per-batch bookkeeping are training's: captioning/train/hard_attention.py.
 """
 
 from __future__ import annotations

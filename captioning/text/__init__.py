@@ -1,1 +1,1 @@
-"""Text: the tokenizer and the vocabulary built on the training captions."""
+"""Text: the tokenizer, the vocabulary built on the training captions, and the Word2Vec embeddings."""

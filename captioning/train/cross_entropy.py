@@ -13,16 +13,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from captioning import distributed
-from captioning.batching import Batch, CaptionSet, WaitClock, iterate_batches
 from captioning.device import autocast
-from captioning.epochs import EpochEnd, EpochPlan, apply_gradients, loss_scaler, run_epochs
-from captioning.evaluation import Validation, ValidationRun
 from captioning.features.store import FeatureStore
-from captioning.hard_training import HardAttentionTraining
 from captioning.model import CaptionDecoder, paper
 from captioning.params import TrainParams
-from captioning.resume import ResumeFile
+from captioning.train import distributed
+from captioning.train.batching import Batch, CaptionSet, WaitClock, iterate_batches
+from captioning.train.epochs import EpochEnd, EpochPlan, apply_gradients, loss_scaler, run_epochs
+from captioning.train.hard_attention import HardAttentionTraining
+from captioning.train.resume import ResumeFile
+from captioning.train.validation import Validation, ValidationRun
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def train_epoch(
 
 
 class CrossEntropyStep:
-    """Cross-entropy training's epoch for the epoch loop (captioning/epochs.py): length-bucketed batches
+    """Cross-entropy training's epoch for the epoch loop (captioning/train/epochs.py): length-bucketed batches
     of this rank's share, train_epoch, and with hard attention the REINFORCE baseline carried along."""
 
     name = "epoch"
@@ -158,7 +158,7 @@ class CrossEntropyStep:
         return f"loss {values['train_loss']:.4f}"
 
     def resume_state(self) -> dict:
-        baseline = None if self.hard is None else self.hard.baseline.state_dict()  # captioning/hard_training.py
+        baseline = None if self.hard is None else self.hard.baseline.state_dict()  # captioning/train/hard_attention.py
         return {"torch_rng": torch.get_rng_state(), "hard_baseline": baseline}
 
     def restore(self, saved: dict) -> None:
@@ -178,7 +178,7 @@ def fit(
     resume: ResumeFile | None = None,
     score_in_background: bool | None = None,
 ) -> dict:
-    """Train for params.epochs in the epoch loop (captioning/epochs.py); on_epoch_end(epoch, values, is_best)
+    """Train for params.epochs in the epoch loop (captioning/train/epochs.py); on_epoch_end(epoch, values, is_best)
     after each epoch (0, 1, ...). The training captions' features are read from validation.store. Validation's
     scores are computed while the next epoch trains where `score_in_background` says (None: on a GPU).
 

@@ -1,12 +1,12 @@
-"""The epoch loop of cross-entropy training (captioning/training.py) and self-critical fine-tuning
-(captioning/scst.py), written once: Adam with StepLR, one epoch of training after another, validation
+"""The epoch loop of cross-entropy training (captioning/train/cross_entropy.py) and self-critical fine-tuning
+(captioning/finetune/scst.py), written once: Adam with StepLR, one epoch of training after another, validation
 after each, the best epoch's weights kept, the state saved after every epoch so that a run killed
 (kill -9 included) continues where it stopped and ends as an uninterrupted one would, and every
 epoch's numbers logged to DVCLive.
 
 Each kind of training supplies an `EpochStep` (one epoch of its training, returning its numbers, and
-the random state it draws from) and its validation (captioning/evaluation.py); the loop does the rest.
-Under torchrun (see captioning/distributed.py) every rank runs the loop; rank 0 alone validates and
+the random state it draws from) and its validation (captioning/train/validation.py); the loop does the rest.
+Under torchrun (see captioning/train/distributed.py) every rank runs the loop; rank 0 alone validates and
 saves, and every rank gets its scores.
 
 Validation has two parts: the device's (captioning the validation images) and the host's (scoring the
@@ -31,9 +31,9 @@ import torch
 from dvclive import Live
 from torch import nn
 
-from captioning import distributed
 from captioning.errors import CaptioningError
-from captioning.resume import ResumableRun, ResumeFile
+from captioning.train import distributed
+from captioning.train.resume import ResumableRun, ResumeFile
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class EpochStep(Protocol):
 
 
 class Validator(Protocol):
-    """An epoch's validation in its two parts (captioning/evaluation.py: ValidationRun)."""
+    """An epoch's validation in its two parts (captioning/train/validation.py: ValidationRun)."""
 
     def captions(self) -> object:
         """The device's part, on the loop's thread: the model's output to be scored (a dict of captions)."""

@@ -14,24 +14,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from captioning import distributed
-from captioning.batching import CaptionSet
 from captioning.checkpoint import save_model
 from captioning.data.table import check_splits, read_table
 from captioning.device import resolve_precision
 from captioning.environment import describe_environment
-from captioning.epochs import EpochLog
 from captioning.errors import CaptioningError
-from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.recipe import FeatureRecipe
 from captioning.features.store import FeatureStore, memory_budget_bytes
 from captioning.io import check_writable, run_fingerprint
-from captioning.metrics import CaptionScorer
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 from captioning.params import ModelParams, TrainParams, without_machine_knobs
-from captioning.resume import ResumeFile
+from captioning.scoring.metrics import CaptionScorer
+from captioning.scoring.split import EvaluationImages
 from captioning.text.vocabulary import Vocabulary
-from captioning.training import feature_statistics, fit
+from captioning.train import distributed
+from captioning.train.batching import CaptionSet
+from captioning.train.cross_entropy import feature_statistics, fit
+from captioning.train.epochs import EpochLog
+from captioning.train.resume import ResumeFile
+from captioning.train.validation import Validation
 
 log = logging.getLogger(__name__)
 

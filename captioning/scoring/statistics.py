@@ -4,7 +4,7 @@ A corpus score is not the mean of image scores. BLEU clips each image's n-gram m
 references but takes the brevity penalty from the lengths summed over the corpus; METEOR 1.5 sums its
 match counts, chunks and lengths before it computes precision, recall and fragmentation. Keeping, for each
 image, the numbers the corpus score sums lets any reweighting of the images (a bootstrap resample, a
-randomised swap of two systems' outputs; captioning.significance) be scored by one matrix product instead
+randomised swap of two systems' outputs; captioning.scoring.significance) be scored by one matrix product instead
 of running the scorer again. ROUGE-L and CIDEr are means of image scores; CIDEr's document frequencies
 stay those of the whole test set.
 

@@ -13,15 +13,16 @@ from captioning.checkpoint import check_vocabulary, load_model
 from captioning.data.table import read_table
 from captioning.device import select_device
 from captioning.environment import describe_environment
-from captioning.epochs import EpochLog
-from captioning.evaluation import EvaluationImages, Validation
 from captioning.features.store import FeatureStore, memory_budget_bytes
+from captioning.finetune.scst import RewardImages, finetune, pass_through, save_finetuned
 from captioning.io import check_writable, run_fingerprint
-from captioning.metrics import CaptionScorer
 from captioning.params import ScstParams
-from captioning.resume import ResumeFile
-from captioning.scst import RewardImages, finetune, pass_through, save_finetuned
+from captioning.scoring.metrics import CaptionScorer
+from captioning.scoring.split import EvaluationImages
 from captioning.text.vocabulary import Vocabulary
+from captioning.train.epochs import EpochLog
+from captioning.train.resume import ResumeFile
+from captioning.train.validation import Validation
 
 log = logging.getLogger(__name__)
 

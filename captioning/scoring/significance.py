@@ -2,7 +2,7 @@
 
 The unit resampled is the test image with all its references and its one caption. Each resample is a
 row of weights (how often each image is drawn), so one matrix product with the per-image statistics of
-captioning.metric_statistics scores a block of resamples at once; corpus formulas (BLEU's brevity penalty,
+captioning.scoring.statistics scores a block of resamples at once; corpus formulas (BLEU's brevity penalty,
 METEOR's fragmentation) are recomputed per resample from the sums. Resamples are drawn BLOCK rows at a
 time, so memory does not grow with their number.
 
@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from captioning.metric_statistics import ImageStatistics, scores_from_sums
+from captioning.scoring.statistics import ImageStatistics, scores_from_sums
 
 RESAMPLES = 10_000
 LEVEL = 0.95

@@ -11,12 +11,13 @@ import torch
 
 from captioning.data.table import CaptionTable
 from captioning.environment import describe_environment
-from captioning.evaluation import EvaluationImages, ScoredSplit
-from captioning.figures import write_attention_figures
-from captioning.gallery import GalleryEntry, write_gallery
 from captioning.io import write_json
 from captioning.params import EvaluateParams
-from captioning.significance import bootstrap_intervals
+from captioning.reports.evaluation import ScoredSplit
+from captioning.reports.figures import write_attention_figures
+from captioning.reports.gallery import GalleryEntry, write_gallery
+from captioning.scoring.significance import bootstrap_intervals
+from captioning.scoring.split import EvaluationImages
 
 log = logging.getLogger(__name__)
 NOT_RECORDED = "not recorded (a model file from before environments were recorded)"

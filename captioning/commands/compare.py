@@ -4,7 +4,7 @@ A and B are git revisions (HEAD, main, a tag, a commit), experiment names as `dv
 `workspace` (the files on disk). Each side's reports/predictions.json, the captions the evaluate stage wrote
 beside their references, is read from git or DVC's cache; nothing is re-run. Both sides are scored with the
 test metrics and compared on the same images: B minus A, its 95% paired-bootstrap interval and a p-value from
-approximate randomisation with Holm's adjustment over the metrics (captioning.significance).
+approximate randomisation with Holm's adjustment over the metrics (captioning.scoring.significance).
 
 A side may be several runs (training seeds): comma-separated names (`soft-s0,soft-s1`) or a pattern over the
 experiment names (`'soft-s*'`, in natural order). The statistic is the mean over the runs, and a claim needs
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from captioning.errors import CaptioningError
 from captioning.io import read_json
-from captioning.metrics import METRIC_KEYS, CaptionScorer
-from captioning.significance import RESAMPLES, Difference, mc_decimals, paired_comparison
+from captioning.scoring.metrics import METRIC_KEYS, CaptionScorer
+from captioning.scoring.significance import RESAMPLES, Difference, mc_decimals, paired_comparison
 
 PREDICTIONS = "reports/predictions.json"
 WORKSPACE = "workspace"

@@ -21,7 +21,7 @@ from pycocoevalcap.bleu.bleu_scorer import BleuScorer
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-from captioning.metric_statistics import ImageStatistics, meteor_columns
+from captioning.scoring.statistics import ImageStatistics, meteor_columns
 from captioning.text.tokenizer import tokenize
 
 log = logging.getLogger(__name__)

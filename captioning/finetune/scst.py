@@ -10,7 +10,7 @@ greedy caption, `mean` ("new self-critical") the mean reward of the image's othe
 Rewards and baselines are plain numbers computed without gradient, so nothing flows through b.
 
 Where public implementations went wrong, and what this one does:
-- document frequencies come once from the training references (captioning.cider), not from the batch;
+- document frequencies come once from the training references (captioning.finetune.cider), not from the batch;
 - the end token is part of every caption scored, sampled, greedy and reference alike: a caption that
   stops mid-phrase ("a red circle at the") loses the n-grams that end where the references end;
 - sampling and the greedy baseline both run in eval mode (no dropout): the policy being improved is the
@@ -33,17 +33,17 @@ import torch
 from tqdm import tqdm
 
 from captioning.checkpoint import save_model
-from captioning.cider import CiderD
 from captioning.data.table import CaptionTable
-from captioning.decoding import Sampled, greedy_tokens, sample_captions
-from captioning.epochs import EpochEnd, EpochPlan, run_epochs
-from captioning.evaluation import Validation, ValidationRun
 from captioning.features.store import FeatureStore
+from captioning.finetune.cider import CiderD
 from captioning.io import atomic_path
 from captioning.model import CaptionDecoder
+from captioning.model.decoding import Sampled, greedy_tokens, sample_captions
 from captioning.params import ScstParams
-from captioning.resume import ResumeFile
 from captioning.text.vocabulary import END, Vocabulary
+from captioning.train.epochs import EpochEnd, EpochPlan, run_epochs
+from captioning.train.resume import ResumeFile
+from captioning.train.validation import Validation, ValidationRun
 
 log = logging.getLogger(__name__)
 SELECT_BY = "cider"
@@ -178,7 +178,7 @@ def scst_step(
 
 
 class ScstStep:
-    """Self-critical training's epoch for the epoch loop (captioning/epochs.py): the training images in
+    """Self-critical training's epoch for the epoch loop (captioning/train/epochs.py): the training images in
     random order, in batches of scst_batch; its own torch generator draws the samples."""
 
     name = "scst epoch"
@@ -243,7 +243,7 @@ def finetune(
     on_epoch_end: EpochEnd | None = None,
     resume: ResumeFile | None = None,
 ) -> dict:
-    """Self-critical training for params.epochs in the epoch loop (captioning/epochs.py);
+    """Self-critical training for params.epochs in the epoch loop (captioning/train/epochs.py);
     on_epoch_end(epoch, values, is_best) after epoch 0 .. epochs. The images' features are read from
     validation.store.
 
@@ -258,7 +258,7 @@ def finetune(
         params.step_size,
         params.gamma,
         SELECT_BY,
-        "captioning/scst.py: SELECT_BY",
+        "captioning/finetune/scst.py: SELECT_BY",
         validate_start=True,
         score_in_background=validation.device.type == "cuda",  # the host scores while the GPU trains on
     )

@@ -14,10 +14,10 @@ import math
 import torch
 from torch import nn
 
-from captioning import distributed
 from captioning.model.hard import LocationDraws, hard_attention_loss
 from captioning.model.paper import TeacherForcing
 from captioning.params import TrainParams
+from captioning.train import distributed
 
 
 class MovingAverageBaseline:

@@ -26,13 +26,13 @@ from tqdm import tqdm
 
 from captioning.checkpoint import load_model
 from captioning.data.images import BadImageError, check_local, load_rgb, resize_to_array
-from captioning.decoding import beam_search
 from captioning.device import autocast, resolve_precision, select_device
 from captioning.errors import CaptioningError
 from captioning.features.encoder import FEATURE_DIM, FrozenEncoder, build_encoder
 from captioning.features.extract import encoder_fingerprint
 from captioning.features.recipe import FeatureRecipe
 from captioning.model import CaptionDecoder
+from captioning.model.decoding import beam_search
 from captioning.text.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 display = None
                 if args.attention:  # keep a small copy for the figure, not the full-size image
-                    from captioning.figures import DISPLAY_PIXELS  # matplotlib only when a figure is asked for
+                    from captioning.reports.figures import DISPLAY_PIXELS  # matplotlib only when a figure is asked for
 
                     display = image.copy()
                     display.thumbnail((DISPLAY_PIXELS, DISPLAY_PIXELS))
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             for (position, path, _, display), caption in zip(ready, captions):
                 bar.write(f"{path}\t{' '.join(caption.words)}", file=sys.stdout)
                 if display is not None:
-                    from captioning.figures import attention_figure
+                    from captioning.reports.figures import attention_figure
 
                     out = attention_path(args.attention, position, len(args.images))
                     try:

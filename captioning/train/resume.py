@@ -1,6 +1,6 @@
 """Resuming an interrupted run: the state after every epoch, and its exact restoration.
 
-The epoch loop (captioning/epochs.py) of cross-entropy and self-critical training saves after each
+The epoch loop (captioning/train/epochs.py) of cross-entropy and self-critical training saves after each
 epoch the model, optimizer, scheduler, the numpy RNG, the CUDA RNGs (where CUDA is in use: dropout on
 the GPU draws from them), the history and the best epoch so far, plus each kind of training's own
 random state, under a `run_key` naming the configuration and inputs, so that a run continued from the
