@@ -1,4 +1,5 @@
-"""captioning/train/distributed.py and the DDP lines of train/cross_entropy.py: ranks' shares add up to one-process training.
+"""captioning/train/distributed.py and the DDP lines of train/cross_entropy.py: ranks' shares add up to
+one-process training.
 
 The slow test runs the real train stage with train.nproc_per_node=2 (torchrun, gloo on CPU) on a tiny
 repository and checks it against a one-process run with the same global batch and seed, then evaluates.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import threading
 
@@ -60,7 +61,15 @@ def scripted(values: list[float]):
 
 
 def plan(epochs: int = 4, **options) -> EpochPlan:
-    return EpochPlan(epochs, 0.05, 2, 0.5, "score", "params.yaml: test.select_by", **options)
+    return EpochPlan(
+        epochs=epochs,
+        lr=0.05,
+        step_size=2,
+        gamma=0.5,
+        select_by="score",
+        select_by_param="params.yaml: test.select_by",
+        **options,
+    )
 
 
 def run(epochs=4, validate=None, resume=None, stop_at=None, **options):
@@ -141,27 +150,29 @@ def test_a_run_interrupted_and_resumed_ends_as_an_uninterrupted_one(tmp_path, va
 
 
 class ScoredWhileTraining:
-    """A validation whose host part waits (up to a minute) for the next epoch's training to start: it can only
-    see it start when it runs beside the training."""
+    """A validation whose host part, scoring epoch k, waits (up to a minute) for epoch k + 1's training to start:
+    it can only see it start when it runs beside the training. One event per epoch, never cleared, so a scoring
+    thread that starts late still sees the start it waits for."""
 
     def __init__(self, step: LineStep):
         self.step, self.seen = step, []
-        self.next_epoch_started = threading.Event()
+        self.started = collections.defaultdict(threading.Event)  # epoch -> its training has started
         train_epoch = step.train_epoch
 
         def train_and_signal(optimizer, epoch):
-            self.next_epoch_started.set()
+            self.started[epoch].set()
             return train_epoch(optimizer, epoch)
 
         step.train_epoch = train_and_signal
 
     def captions(self) -> dict[str, float]:
-        self.next_epoch_started.clear()
-        return {"score": float(len(self.step.epochs_trained))}
+        epoch = len(self.step.epochs_trained)
+        self.started[epoch + 1]  # created here, on the loop's thread
+        return {"score": float(epoch)}
 
     def scores(self, captions: dict[str, float]) -> dict[str, float]:
-        last = captions["score"] == 3
-        self.seen.append(last or self.next_epoch_started.wait(timeout=60))
+        epoch = int(captions["score"])
+        self.seen.append(epoch == 3 or self.started[epoch + 1].wait(timeout=60))
         return captions
 
 
@@ -194,6 +205,24 @@ def test_the_epoch_log_writes_each_epoch_as_a_dvclive_step_and_the_summary(tmp_p
     assert summary == {"loss": 1.0, "val_score": 0.3, "step": 2, "best_epoch": 2, "best_val_score": 0.3}
     rows = (tmp_path / "live/plots/metrics/loss.tsv").read_text().splitlines()
     assert rows == ["step\tloss", "0\t2.0", "1\t1.0"]
+
+
+def test_wall_clock_values_go_to_the_timings_file_not_to_the_committed_log(tmp_path):
+    """Epoch timings differ from run to run: in DVCLive's files (committed, in dvc.lock) they would make a rerun
+    of the same training look changed."""
+    timings = tmp_path / "scratch/timings.jsonl"
+    timings.parent.mkdir()
+    timings.write_text('{"step": 7, "epoch_seconds": 1.0}\n')  # a previous run's
+    with EpochLog(tmp_path / "live", timings=timings) as epoch_log:
+        epoch_log(0, {"loss": 2.0, "epoch_seconds": 30.5, "data_wait_share": 0.01}, True)
+        epoch_log(1, {"loss": 1.0, "epoch_seconds": 29.5, "reward_seconds": 2.0}, False)
+        epoch_log.summarize(best_epoch=1)
+    assert json.loads((tmp_path / "live/metrics.json").read_text()) == {"loss": 1.0, "step": 2, "best_epoch": 1}
+    assert sorted(path.name for path in (tmp_path / "live/plots/metrics").iterdir()) == ["loss.tsv"]
+    assert [json.loads(line) for line in timings.read_text().splitlines()] == [
+        {"step": 0, "epoch_seconds": 30.5, "data_wait_share": 0.01},
+        {"step": 1, "epoch_seconds": 29.5, "reward_seconds": 2.0},
+    ]
 
 
 def test_a_disabled_epoch_log_writes_nothing(tmp_path):

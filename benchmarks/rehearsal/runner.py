@@ -78,7 +78,7 @@ def run_under_torchrun(project: Path, env: dict, probe_log: Path, log_file, capt
     if result.returncode != 0:
         raise SystemExit(f"error: train under torchrun failed ({result.returncode}); see {log_file.name}")
     probe = json.loads(probe_log.read_text().splitlines()[-1])
-    metrics = read_json(project / "metrics/train/metrics.json")
+    metrics = last_epoch_timings(project)
     note = f"epoch {metrics.get('epoch_seconds', float('nan')):.0f} s, torchrun, 1 process (no process group)"
     return StageRun.from_probe("train (torchrun)", probe, time.perf_counter() - start, 0, captions, "captions", note)
 
@@ -133,12 +133,19 @@ def streamed_in_log(log: Path) -> bool:
 
 
 def train_note(project: Path, how: str) -> str:
-    """The train row's note: the epoch's seconds and share of waiting for data (from DVCLive's summary)."""
-    metrics = read_json(project / "metrics/train/metrics.json")
+    """The train row's note: the last epoch's seconds and share of waiting for data (the run's timings file)."""
+    metrics = last_epoch_timings(project)
     return (
         f"epoch {metrics.get('epoch_seconds', float('nan')):.0f} s, data wait "
         f"{100 * metrics.get('data_wait_share', float('nan')):.1f}%, {how}"
     )
+
+
+def last_epoch_timings(project: Path) -> dict:
+    """The train stage's last epoch's wall-clock numbers (scratch/train/timings.jsonl, one line per epoch)."""
+    path = project / "scratch/train/timings.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return json.loads(lines[-1]) if lines else {}
 
 
 def read_json(path: Path) -> dict:

@@ -49,7 +49,7 @@ def run_finetuning(
     check_writable(files.model, files.live / "metrics.json", *[files.scratch / "state.pt"] * (params.epochs > 0))
     device = select_device()
     decoder, saved = load_model(files.input, device, implementation)
-    with EpochLog(files.live) as epoch_log:
+    with EpochLog(files.live, timings=files.scratch / "timings.jsonl") as epoch_log:
         if params.epochs == 0:
             pass_through(files.input, files.model)
             epoch_log.summarize(best_epoch=0, best_val_cider=saved.get("validation", {}).get("cider"))

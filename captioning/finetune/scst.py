@@ -253,14 +253,13 @@ def finetune(
     """
     step = ScstStep(decoder, images, validation.store, validation.vocabulary, params, validation.device)
     plan = EpochPlan(
-        params.epochs,
-        params.lr,
-        params.step_size,
-        params.gamma,
-        SELECT_BY,
-        "captioning/finetune/scst.py: SELECT_BY",
+        epochs=params.epochs,
+        lr=params.lr,
+        step_size=params.step_size,
+        gamma=params.gamma,
+        select_by=SELECT_BY,
+        select_by_param="captioning/finetune/scst.py: SELECT_BY",
         validate_start=True,
-        score_in_background=validation.device.type == "cuda",  # the host scores while the GPU trains on
     )
     return run_epochs(decoder, step, ValidationRun(decoder, validation), plan, on_epoch_end, resume)
 

@@ -88,7 +88,7 @@ def training_step(
 
 
 def train_epoch(
-    decoder: CaptionDecoder,
+    model: CaptionDecoder,
     optimizer: torch.optim.Optimizer,
     batches: Iterator[Batch],
     params: TrainParams,
@@ -104,14 +104,14 @@ def train_epoch(
     captions is exact there), and read once, at the end of the epoch: on a GPU a read inside the loop would
     make the host wait for every step.
     """
-    decoder.train()
-    trainable = [p for p in decoder.parameters() if p.requires_grad]
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
     total, count, start = torch.zeros((), dtype=torch.float64, device=device), 0, time.perf_counter()
     clock = WaitClock(batches)
     scaler = loss_scaler(device, precision)  # fp16 on a GPU; elsewhere a no-op. Fresh each epoch: nothing to resume
     for batch in clock:
         loss, batch_captions = training_step(
-            decoder, optimizer, trainable, batch, params, device, precision, hard, scaler
+            model, optimizer, trainable, batch, params, device, precision, hard, scaler
         )
         total += loss.double() * batch_captions
         count += batch_captions
@@ -180,7 +180,7 @@ def fit(
 ) -> dict:
     """Train for params.epochs in the epoch loop (captioning/train/epochs.py); on_epoch_end(epoch, values, is_best)
     after each epoch (0, 1, ...). The training captions' features are read from validation.store. Validation's
-    scores are computed while the next epoch trains where `score_in_background` says (None: on a GPU).
+    scores are computed while the next epoch trains where `score_in_background` says (None: on a GPU; EpochPlan).
 
     Returns the best validation scores (with "epoch"); the decoder ends holding the best epoch's weights.
     With `resume`, a run interrupted after some epochs continues from the last one it saved.
@@ -188,13 +188,13 @@ def fit(
     """
     step = CrossEntropyStep(decoder, train, validation.store, params, validation.device, precision)
     plan = EpochPlan(
-        params.epochs,
-        params.lr,
-        params.step_size,
-        params.gamma,
-        params.select_by,
-        "params.yaml: train.select_by",
+        epochs=params.epochs,
+        lr=params.lr,
+        step_size=params.step_size,
+        gamma=params.gamma,
+        select_by=params.select_by,
+        select_by_param="params.yaml: train.select_by",
         fused=True,  # one kernel for all parameters
-        score_in_background=validation.device.type == "cuda" if score_in_background is None else score_in_background,
+        score_in_background=score_in_background,
     )
     return run_epochs(decoder, step, ValidationRun(decoder, validation), plan, on_epoch_end, resume)

@@ -18,6 +18,7 @@ scored, and the run ends exactly as with scoring in line.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -90,7 +91,7 @@ class Pending:
     scores: Future | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EpochPlan:
     """How many epochs, Adam's rate with its StepLR decay, and the validation score that picks the kept epoch."""
 
@@ -102,7 +103,9 @@ class EpochPlan:
     select_by_param: str  # where select_by is set ("params.yaml: train.select_by"), for the error naming it
     validate_start: bool = False  # epoch 0 is the starting model, validated only (and kept if no epoch beats it)
     fused: bool | None = None  # Adam's fused kernel (one kernel for all parameters)
-    score_in_background: bool = False  # score an epoch's captions while the next epoch trains (a GPU's way)
+    # Score an epoch's captions while the next epoch trains; None: where the model is on a GPU (there the host is
+    # free while the device trains; on a CPU both would share the same cores: docs/speed.md)
+    score_in_background: bool | None = None
 
 
 def loss_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
@@ -160,6 +163,8 @@ def run_epochs(
     best, best_state = {plan.select_by: float("-inf")}, copy_state(decoder)
     main = distributed.is_main()
     deferred = plan.score_in_background  # on every rank (they take the scores at the same points), scored on rank 0
+    if deferred is None:
+        deferred = next(decoder.parameters()).device.type == "cuda"
     pending: Pending | None = None
     saved = distributed.broadcast(resumable.load() if main else None)  # DDP: every rank resumes from rank 0's
     if saved is not None:
@@ -236,20 +241,27 @@ def run_epochs(
     return best
 
 
+# Wall-clock numbers of an epoch: they differ from run to run and machine to machine, so they stay out of the
+# DVCLive log (committed, and recorded in dvc.lock) and go to a timings file beside the run's resume state.
+WALL_CLOCK = ("epoch_seconds", "data_wait_share", "reward_seconds")
+
+
 class EpochLog:
     """A run's DVCLive log (at `path`): every value of every epoch as one step, and the best epoch's summary.
+    The wall-clock values (WALL_CLOCK) go instead to `timings` (one JSON line per epoch), when given.
 
     With enabled=False (the ranks other than 0) it writes nothing.
     """
 
-    def __init__(self, path: str | Path, enabled: bool = True):
-        self.path, self.enabled, self.live = Path(path), enabled, None
-        self._context = nullcontext()
+    def __init__(self, path: str | Path, enabled: bool = True, timings: Path | None = None):
+        self.path, self.enabled, self.live, self.timings = Path(path), enabled, None, timings
+        self._context, self._timings_mode = nullcontext(), "w"
 
     def __enter__(self) -> EpochLog:
         if self.enabled:
             self._context = Live(str(self.path), dvcyaml=False, save_dvc_exp=False, report=None)
             self.live = self._context.__enter__()
+        self._timings_mode = "w"  # a new file at the first epoch, as DVCLive's (a resumed run replays into both)
         return self
 
     def __exit__(self, *error) -> None:
@@ -257,10 +269,18 @@ class EpochLog:
 
     def __call__(self, epoch: int, values: dict, is_best: bool) -> None:
         """An EpochEnd: one DVCLive step per epoch."""
-        if self.live is not None:
-            for key, value in values.items():
+        if self.live is None:
+            return
+        for key, value in values.items():
+            if key not in WALL_CLOCK:
                 self.live.log_metric(key, value)
-            self.live.next_step()
+        self.live.next_step()
+        clock = {key: values[key] for key in WALL_CLOCK if key in values}
+        if self.timings is not None and clock:
+            self.timings.parent.mkdir(parents=True, exist_ok=True)
+            with self.timings.open(self._timings_mode, encoding="utf-8") as timings:
+                timings.write(json.dumps({"step": epoch, **clock}) + "\n")
+            self._timings_mode = "a"
 
     def summarize(self, **values) -> None:
         """Adds `values` (best_epoch=..., best_val_cider=...) to the metrics file's summary and writes it."""

@@ -94,7 +94,8 @@ def run_training(
         run_fingerprint([without_machine_knobs("train", params), model_params, finetune], files.inputs),
     )
     scoring = CaptionScorer() if world.is_main else nullcontext()
-    with EpochLog(files.live, enabled=world.is_main) as epoch_log, scoring as scorer:  # scorer: None on the others
+    epoch_log = EpochLog(files.live, enabled=world.is_main, timings=files.scratch / "timings.jsonl")
+    with epoch_log, scoring as scorer:  # scorer: None on the ranks other than 0
         validation = Validation(val, store, vocabulary, scorer, params.val_max_len, device)
         best = fit(decoder, train, validation, params, precision=precision, on_epoch_end=epoch_log, resume=resume)
         epoch_log.summarize(best_epoch=best["epoch"], **{f"best_val_{params.select_by}": best[params.select_by]})
