@@ -60,7 +60,7 @@ def main() -> None:
         with CaptionScorer() as scorer:
             validation = Validation(val, store, vocabulary, scorer, params.val_max_len, device)
             started = time.perf_counter()
-            best = fit(decoder, train, validation, params, score_in_background=background)
+            best = fit(decoder, train, store, validation, params, score_in_background=background)
             return time.perf_counter() - started, best, decoder.state_dict()
 
     times: dict[bool, list[float]] = {False: [], True: []}

@@ -314,7 +314,15 @@ def run_fit(make_decoder, tiny_task, attention, resume_path=None, **overrides): 
     epochs = []
     validation = Validation(val, store, VOCABULARY, FakeScorer(), params.val_max_len, torch.device("cpu"))
     resume = None if resume_path is None else ResumeFile(resume_path, "hard")
-    fit(decoder, train, validation, params, on_epoch_end=lambda _, values, __: epochs.append(values), resume=resume)
+    fit(
+        decoder,
+        train,
+        store,
+        validation,
+        params,
+        on_epoch_end=lambda _, values, __: epochs.append(values),
+        resume=resume,
+    )
     return decoder, epochs
 
 

@@ -183,7 +183,7 @@ def test_training_is_the_same_with_the_features_in_ram_or_streamed(feature_file,
         decoder = make_decoder(dropout=0.5).train()
         decoder.set_feature_statistics(*feature_statistics(store, np.arange(len(NAMES))))
         validation = Validation(val, store, VOCABULARY, ExactScorer(), params.val_max_len, torch.device("cpu"))
-        best = fit(decoder, data, validation, params)
+        best = fit(decoder, data, store, validation, params)
         return best, decoder.state_dict()
 
     (in_ram, ram_weights), (streamed, streamed_weights) = train("auto"), train(0.0)

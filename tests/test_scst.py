@@ -217,7 +217,9 @@ def test_finetune_resumed_after_an_interruption_ends_as_an_uninterrupted_run(mak
         resume = None if resume_path is None else ResumeFile(resume_path, "key")
         with CaptionScorer(meteor=False) as scorer:
             validation = Validation(val, store, VOCABULARY, scorer, params.max_len, cpu)
-            best = finetune(decoder, images, validation, params, on_epoch_end=on_epoch_end, resume=resume)
+            best = finetune(
+                decoder, images, store, VOCABULARY, validation, params, on_epoch_end=on_epoch_end, resume=resume
+            )
         return decoder, best, logged
 
     straight, straight_best, straight_log = run(None)
@@ -257,7 +259,7 @@ def test_finetune_is_the_same_with_the_features_in_ram_or_streamed(make_decoder,
         decoder = make_decoder(seed=7)
         with CaptionScorer(meteor=False) as scorer:
             validation = Validation(val, store, VOCABULARY, scorer, params.max_len, torch.device("cpu"))
-            best = finetune(decoder, images, validation, params, on_epoch_end=lambda *_: None)
+            best = finetune(decoder, images, store, VOCABULARY, validation, params, on_epoch_end=lambda *_: None)
         runs.append((best, decoder.state_dict()))
     (best_a, weights_a), (best_b, weights_b) = runs
     assert best_a == best_b and all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)

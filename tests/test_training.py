@@ -75,6 +75,7 @@ def run_fit(make_decoder, tiny_task, scorer, **overrides):
     best = fit(
         decoder,
         train,
+        store,
         validation,
         params,
         on_epoch_end=lambda epoch, values, is_best: epochs.append((epoch, values, is_best)),

@@ -63,7 +63,9 @@ def run_finetuning(
         resume = ResumeFile(files.scratch / "state.pt", run_fingerprint([params, implementation], inputs))
         with CaptionScorer() as scorer:
             validation = Validation(val, store, vocabulary, scorer, params.max_len, device)
-            best = finetune(decoder, images, validation, params, on_epoch_end=epoch_log, resume=resume)
+            best = finetune(
+                decoder, images, store, vocabulary, validation, params, on_epoch_end=epoch_log, resume=resume
+            )
         epoch_log.summarize(best_epoch=best["epoch"], best_val_cider=best["cider"], best_val_bleu_4=best["bleu_4"])
     save_finetuned(files.model, decoder, saved, best, describe_environment(device, "fp32"))
     resume.path.unlink(missing_ok=True)

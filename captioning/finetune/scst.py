@@ -237,21 +237,23 @@ class ScstStep:
 def finetune(
     decoder: CaptionDecoder,
     images: RewardImages,
+    store: FeatureStore,
+    vocabulary: Vocabulary,
     validation: Validation,
     params: ScstParams,
     *,
     on_epoch_end: EpochEnd | None = None,
     resume: ResumeFile | None = None,
 ) -> dict:
-    """Self-critical training for params.epochs in the epoch loop (captioning/train/epochs.py);
-    on_epoch_end(epoch, values, is_best) after epoch 0 .. epochs. The images' features are read from
-    validation.store.
+    """Self-critical training for params.epochs in the epoch loop (captioning/train/epochs.py) on `images`, their
+    features read from `store`, captions sampled in `vocabulary`, where the decoder is;
+    on_epoch_end(epoch, values, is_best) after epoch 0 .. epochs.
 
     Epoch 0 is the starting model, validated only. Returns the best validation scores (with "epoch");
     the decoder ends holding that epoch's weights. With `resume`, a run interrupted after some epochs
     continues from the last one it saved.
     """
-    step = ScstStep(decoder, images, validation.store, validation.vocabulary, params, validation.device)
+    step = ScstStep(decoder, images, store, vocabulary, params, next(decoder.parameters()).device)
     plan = EpochPlan(
         epochs=params.epochs,
         lr=params.lr,

@@ -170,6 +170,7 @@ class CrossEntropyStep:
 def fit(
     decoder: CaptionDecoder,
     train: CaptionSet,
+    store: FeatureStore,
     validation: Validation,
     params: TrainParams,
     *,
@@ -178,15 +179,17 @@ def fit(
     resume: ResumeFile | None = None,
     score_in_background: bool | None = None,
 ) -> dict:
-    """Train for params.epochs in the epoch loop (captioning/train/epochs.py); on_epoch_end(epoch, values, is_best)
-    after each epoch (0, 1, ...). The training captions' features are read from validation.store. Validation's
+    """Train for params.epochs in the epoch loop (captioning/train/epochs.py) on the captions of `train`, their
+    images' features read from `store`, where the decoder is; on_epoch_end(epoch, values, is_best)
+    after each epoch (0, 1, ...). Validation's
     scores are computed while the next epoch trains where `score_in_background` says (None: on a GPU; EpochPlan).
 
     Returns the best validation scores (with "epoch"); the decoder ends holding the best epoch's weights.
     With `resume`, a run interrupted after some epochs continues from the last one it saved.
     Under torchrun every rank calls fit; rank 0 alone validates (the others' validation.scorer is None).
     """
-    step = CrossEntropyStep(decoder, train, validation.store, params, validation.device, precision)
+    device = next(decoder.parameters()).device
+    step = CrossEntropyStep(decoder, train, store, params, device, precision)
     plan = EpochPlan(
         epochs=params.epochs,
         lr=params.lr,

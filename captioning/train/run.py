@@ -97,7 +97,9 @@ def run_training(
     epoch_log = EpochLog(files.live, enabled=world.is_main, timings=files.scratch / "timings.jsonl")
     with epoch_log, scoring as scorer:  # scorer: None on the ranks other than 0
         validation = Validation(val, store, vocabulary, scorer, params.val_max_len, device)
-        best = fit(decoder, train, validation, params, precision=precision, on_epoch_end=epoch_log, resume=resume)
+        best = fit(
+            decoder, train, store, validation, params, precision=precision, on_epoch_end=epoch_log, resume=resume
+        )
         epoch_log.summarize(best_epoch=best["epoch"], **{f"best_val_{params.select_by}": best[params.select_by]})
     distributed.teardown()
     if world.is_main:
