@@ -1,4 +1,5 @@
-"""captioning/model/fast.py: its contract is the literal module's results, for every output and gradient."""
+"""captioning/model/fast.py: its contract is the literal module's results, for every output and gradient,
+with soft, hard and no attention."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from captioning.model import CaptionDecoder, FastCaptionDecoder, build_decoder, 
 from captioning.model import fast as fast_module
 from captioning.model.decoding import beam_search, greedy_decode
 from captioning.model.fast import TABLE_STEPS
+from captioning.model.hard import LocationDraws
 from captioning.train.cross_entropy import caption_loss
+from captioning.train.hard_attention import HardAttentionTraining
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 START, END = 1, 2
@@ -113,6 +116,35 @@ def test_forward_gives_the_literal_scores_targets_and_attention_sums(
     region_features, captions, lengths = features(4), random_captions(LENGTHS, seed=0), torch.tensor(LENGTHS)
     for expected, got in zip(paper(region_features, captions, lengths), fast(region_features, captions, lengths)):
         torch.testing.assert_close(got, expected, **TIGHT)
+
+
+@pytest.mark.parametrize("deep_output", [True, False])
+def test_hard_attention_gives_the_literal_outputs_loss_and_gradients_given_the_same_draws(
+    make_decoder, features, deep_output, cell
+):
+    """Teacher forcing with sampled locations (some captions read the expected context), then the loss with the
+    REINFORCE and entropy terms: the same draws make the same choices although fast drops the ended captions' rows."""
+    paper, fast = pair(make_decoder, attention="hard", deep_output=deep_output)
+    region_features, captions, lengths = features(4) * 3, random_captions(LENGTHS, seed=2), torch.tensor(LENGTHS)
+    torch.manual_seed(5)
+    draws = LocationDraws.draw(lengths, expected_prob=0.5)
+    assert draws.expected.any() and not draws.expected.all()
+    paper_forced = paper.train()(region_features, captions, lengths, draws)
+    for expected, got in zip(paper_forced, fast.train()(region_features, captions, lengths, draws)):
+        torch.testing.assert_close(got, expected, **TIGHT)
+    losses = []
+    for decoder in (paper, fast):
+        estimator = HardAttentionTraining(expected_prob=0.5, baseline_decay=0.9, lambda_r=1.0, lambda_e=0.5)
+        estimator.baseline.value = -5.0
+        estimator.draw = lambda lengths: draws
+        loss = caption_loss(decoder, region_features, captions, lengths, alpha_c=1.0, hard=estimator)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[1], losses[0], **TIGHT)
+    fast_parameters = dict(fast.named_parameters())
+    for name, parameter in paper.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+        torch.testing.assert_close(fast_parameters[name].grad, parameter.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("beams", [1, 3])

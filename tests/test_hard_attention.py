@@ -1,4 +1,6 @@
-"""Hard attention (section 4.1): sampled locations, the REINFORCE estimator, its baseline, fast == literal."""
+"""Hard attention (section 4.1): sampled locations, the REINFORCE estimator and its baseline.
+
+That the fast module equals the literal one under hard attention too is tests/test_fast.py's."""
 
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ from captioning.train.resume import ResumeFile
 from captioning.train.validation import Validation
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
-TIGHT = {"rtol": 1e-5, "atol": 1e-6}
 
 
 def hard_training(expected_prob=0.5, decay=0.9, lambda_r=1.0, lambda_e=0.002) -> HardAttentionTraining:
@@ -271,35 +272,6 @@ def test_each_batch_is_measured_from_the_baseline_before_it_then_moves_it(make_d
     last = estimator.epoch_values(torch.device("cpu"))
     assert last["reinforce_variance"] == pytest.approx(torch.cat(terms).double().var(unbiased=False).item(), abs=1e-9)
     assert last["hard_baseline"] == estimator.baseline.value
-
-
-# --- the fast module equals the literal one --------------------------------------------------------
-
-
-@pytest.mark.parametrize("deep_output", [True, False])
-def test_fast_equals_literal_for_hard_attention_given_the_same_draws(make_decoder, features, deep_output):
-    fast = make_decoder("hard", implementation="fast", deep_output=deep_output)
-    paper = make_decoder("hard", implementation="paper", deep_output=deep_output)
-    fast.load_state_dict(paper.state_dict())
-    region_features, captions, lengths = features(4) * 3, random_captions(LENGTHS, seed=2), torch.tensor(LENGTHS)
-    draws = seeded_draws(lengths, seed=5)
-    assert draws.expected.any() and not draws.expected.all()
-    paper_forced = paper.train()(region_features, captions, lengths, draws)
-    for expected, got in zip(paper_forced, fast.train()(region_features, captions, lengths, draws)):
-        torch.testing.assert_close(got, expected, **TIGHT)
-    losses = []
-    for decoder in (paper, fast):
-        estimator = hard_training(lambda_e=0.5)
-        estimator.baseline.value = -5.0
-        estimator.draw = lambda lengths: draws
-        loss = caption_loss(decoder, region_features, captions, lengths, alpha_c=1.0, hard=estimator)
-        loss.backward()
-        losses.append(loss)
-    torch.testing.assert_close(losses[1], losses[0], **TIGHT)
-    fast_gradients = gradients(fast)
-    for name, gradient in gradients(paper).items():
-        assert gradient.abs().sum() > 0, name
-        torch.testing.assert_close(fast_gradients[name], gradient, rtol=1e-5, atol=1e-6, msg=name)
 
 
 # --- fit: the baseline persists across epochs and through a resume ----------------------------------

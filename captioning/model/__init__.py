@@ -8,7 +8,8 @@ captions (greedy, beam search, sampling). Both offer one interface, which decodi
     state = decoder.initial_state(encoded)         # (h_0, c_0), each (B, H)
     scores, state, weights = decoder.step(words, state, encoded)   # one word: (B,) ids -> (B, V) scores
     encoded = encoded.select(rows)                 # keep some images (beam search drops finished ones)
-    scores, targets, weight_sums = decoder(features, captions, lengths)   # teacher forcing
+    # teacher forcing, a TeacherForcing (paper.py): (N, V), (N,), (B, L), then (B,) twice, 0 without hard `draws`
+    scores, targets, weight_sums, location_log_probs, location_entropies = decoder(features, captions, lengths)
 
 `step` also takes K state rows per image row (rows b*K .. b*K+K-1 are image b's), so beam search's K
 beams share their image's tensors. A model file holds the parameters only, so either implementation

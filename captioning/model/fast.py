@@ -64,7 +64,7 @@ class FastEncodedImages(NamedTuple):
 class FastCaptionDecoder(CaptionDecoder):
     """CaptionDecoder with the same parameters and interface (encode, initial_state, step, forward)."""
 
-    reads_lengths_on_host = True  # forward takes the lengths on the host too (captioning.training.caption_loss)
+    reads_lengths_on_host = True  # forward takes the lengths on the host too (train/cross_entropy.py's caption_loss)
 
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
         # (f.float() - mean) / std on one new (B, L, D) buffer, in place, rather than three.
@@ -93,10 +93,7 @@ class FastCaptionDecoder(CaptionDecoder):
         return FastEncodedImages(regions.mean(dim=1), keys, values @ projection.t(), {})  # trick 2
 
     def initial_state(self, encoded: FastEncodedImages) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._initial_state(encoded.mean_regions)
-
-    def _initial_state(self, mean_regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return torch.tanh(self.init_h(mean_regions)), torch.tanh(self.init_c(mean_regions))
+        return self.initial_state_from_mean(encoded.mean_regions)
 
     def _attention(self, doubled_keys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """alpha_t (B * K, L) from 2 W_f a (B, L, A) and h (B * K, H); K rows of hidden may share an image."""
@@ -133,21 +130,15 @@ class FastCaptionDecoder(CaptionDecoder):
         deep_width = self.config.embed_dim if self.config.deep_output else 0
         context_gates, context_output = projected_context.split([word_gates.shape[1], deep_width], dim=1)
         state = _lstm_update(torch.addmm(word_gates, hidden, self.lstm.weight_hh.t()), context_gates, cell)
-        return self._scores(state[0], words, context_output), state, weights
-
-    def _scores(self, hidden: torch.Tensor, previous_words: torch.Tensor | None, context_output: torch.Tensor | None):
-        """word_scores with L_z z_t already computed (context_output: (N, E))."""
-        if not self.config.deep_output:
-            return self.output(self.dropout(hidden))
-        deep = torch.tanh(self.embedding(previous_words) + self.output_hidden(hidden) + context_output)  # (N, E)
-        return self.output(self.dropout(deep))
+        embedded = self.embedding(words) if self.config.deep_output else None  # E y_{t-1}: (B, E)
+        return self.word_scores(embedded, state[0], None, context_output), state, weights
 
     def forward(
         self, features: torch.Tensor, captions: torch.Tensor, lengths: torch.Tensor, draws: LocationDraws | None = None
     ) -> TeacherForcing:
         regions = self.standardise(features)
         keys, values = self._keys_and_values(regions)
-        hidden, cell = self._initial_state(regions.mean(dim=1))
+        hidden, cell = self.initial_state_from_mean(regions.mean(dim=1))
         # The active rows of each step from the lengths on the host (captioning/train/batching.py keeps them there):
         # reading them from a GPU would make the host wait for the kernels queued so far, twice a batch.
         steps = lengths.cpu() - 1  # predict words 1..L-1 from words 0..L-2
@@ -185,7 +176,9 @@ class FastCaptionDecoder(CaptionDecoder):
         if self.config.deep_output:  # the previous word of target t + 1 is word t
             previous_words = torch.cat([captions[: len(step_targets), t] for t, step_targets in enumerate(targets)])
             context_output = self.output_context(torch.cat(gated_contexts))
-        scores = self._scores(torch.cat(hiddens), previous_words, context_output)  # all steps at once: (N, V)
+        every_hidden = torch.cat(hiddens)  # h_t of all steps: (N, H)
+        embedded = None if previous_words is None else self.embedding(previous_words)  # E y_{t-1}: (N, E)
+        scores = self.word_scores(embedded, every_hidden, None, context_output)  # all steps at once: (N, V)
         return TeacherForcing(scores, torch.cat(targets), weight_sums, *location_totals)
 
 

@@ -1,7 +1,7 @@
 """Show, Attend and Tell (Xu et al. 2015), section 3.1.2, written as the paper writes it.
 
 Hold this file beside the paper. Notation (ours in brackets):
-    a_i      region i of the image: L = 49 regions of D = 2048 features      [regions: (B, L, D)]
+    a_i      region i of the image: L regions of D features (here 49 of 2048)  [regions: (B, L, D)]
     y_{t-1}  the previous word, E y_{t-1} its embedding                       [words: (B,), (B, E)]
     h_t, c_t the LSTM's hidden state and memory                               [(B, H)]
     alpha_t  where the model looks at step t (Eq. 4-5)                        [weights: (B, L)]
@@ -11,19 +11,38 @@ Hold this file beside the paper. Notation (ours in brackets):
 Eq. 4    e_ti    = f_att(a_i, h_{t-1}) = v^T tanh(W_f a_i + W_h h_{t-1})       (Bahdanau)
 Eq. 5    alpha_t = softmax(e_t)
 Eq. 6    z_t     = beta_t sum_i alpha_ti a_i
-Eq. 1-3  h_t, c_t = LSTM([E y_{t-1}; z_t], h_{t-1}, c_t-1)                    (nn.LSTMCell)
-Eq. 7    p(y_t)  = softmax(L_o (E y_{t-1} + L_h h_t + L_z z_t))   with model.deep_output; else L_o h_t
-init     h_0, c_0 = tanh(f_init,h(mean_i a_i)), tanh(f_init,c(mean_i a_i))
-Eq. 14   loss    = -sum_t log p(y_t) + lambda sum_i (1 - sum_t alpha_ti)^2
+Eq. 1-3  h_t, c_t = LSTM([E y_{t-1}; z_t], h_{t-1}, c_{t-1})                  (nn.LSTMCell)
+Eq. 7    p(y_t)  = softmax(L_o (E y_{t-1} + L_h h_t + L_z z_t))
+init     h_0, c_0 = f_init,h(mean_i a_i), f_init,c(mean_i a_i)               (two MLPs)
+Eq. 14   loss    = -sum_t log p(y_t) + lambda sum_i (1 - sum_t alpha_ti)^2    (per caption)
 
 Hard attention (section 4.1, `model.attention: hard`) is in captioning/model/hard.py; here it is only
 `step`'s `sample` and `forward`'s `draws`, None for soft attention and whenever a model decodes.
-
-Two departures, both common practice: the deep output applies tanh inside L_o(...) and dropout before
-L_o, and the region features are standardised per channel with training-set statistics first.
 `model.attention: none` swaps the attention for one global vector (the CNN-RNN baseline, not in the
-paper) and changes nothing else. This module has no performance tricks; captioning/model/fast.py
-computes exactly the same with them, and the tests hold the two equal.
+paper) and changes nothing else.
+
+Where the code departs from the lines above, and why where known (arctic-captions: the paper's released code):
+- a_i is a ResNet50's last map (7 x 7 x 2048 at 224 pixels), not VGG's 14 x 14 x 512 (L = 196).
+- a_i is standardised per channel with training-set statistics first, so that the differences between regions
+  are what the decoder sees (a random ResNet50's maps are mostly a constant offset).
+- init: f_init,h and f_init,c are one linear layer each, followed by tanh, as in arctic-captions.
+- Eq. 7 is optional (`model.deep_output`, off by default: it did worse here); without it the scores are L_o h_t.
+- Eq. 7 with the deep output: L_o tanh(E y_{t-1} + L_h h_t + L_z z_t), with biases in L_h and L_o, as in
+  arctic-captions.
+- Dropout (the paper does not say where) only on what L_o reads.
+- E starts from Word2Vec vectors (`load_embeddings`; trained further unless embeddings.finetune is false);
+  arctic-captions starts it at random.
+- y_0 is a <start> token with its own embedding (arctic-captions feeds a zero vector).
+- beta_t gates every context: hard attention's sampled a_{s_t} too (as arctic-captions; section 4.1 reads
+  z_t = a_{s_t}), and the global vector of `model.attention: none`.
+- Eq. 14's cross-entropy (`caption_loss`) is averaged over the batch's target words, not summed per caption.
+- Eq. 14's penalty is averaged over the L regions, not summed (as arctic-captions), so that alpha_c means the
+  same for any grid, and averaged over the batch's captions. With the per-word cross-entropy, `train.alpha_c`
+  weighs it as the paper's lambda = alpha_c x (target words per caption) / L. Training applies it to hard
+  attention too (as arctic-captions; the paper states it for soft attention, section 4.2.1).
+
+This module has no performance tricks; captioning/model/fast.py computes exactly the same with them, and the
+tests hold the two equal.
 """
 
 from __future__ import annotations
@@ -159,8 +178,11 @@ class CaptionDecoder(nn.Module):
         return EncodedImages(regions, keys, values)
 
     def initial_state(self, encoded: EncodedImages) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = encoded.regions.mean(dim=1)  # (B, D)
-        return torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean))  # h_0, c_0: (B, H)
+        return self.initial_state_from_mean(encoded.regions.mean(dim=1))
+
+    def initial_state_from_mean(self, mean_regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h_0, c_0 (B, H) from mean_i a_i (B, D): f_init,h and f_init,c, each a linear layer and a tanh."""
+        return torch.tanh(self.init_h(mean_regions)), torch.tanh(self.init_c(mean_regions))
 
     def step(
         self,
@@ -185,11 +207,23 @@ class CaptionDecoder(nn.Module):
         state = self.lstm(torch.cat([embedded, context], dim=1), state)  # h_t, c_t
         return self.word_scores(embedded, state[0], context), state, weights
 
-    def word_scores(self, embedded: torch.Tensor, hidden: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """Eq. 7 with the deep output, L_o tanh(E y_{t-1} + L_h h_t + L_z z_t); otherwise L_o h_t: (B, V)."""
+    def word_scores(
+        self,
+        embedded: torch.Tensor | None,
+        hidden: torch.Tensor,
+        context: torch.Tensor | None,
+        context_output: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Eq. 7 with the deep output and a tanh, L_o tanh(E y_{t-1} + L_h h_t + L_z z_t); otherwise L_o h_t: (B, V).
+
+        `context_output`: L_z z_t already computed (fast.py computes it its own way), instead of `context`.
+        """
         if not self.config.deep_output:
             return self.output(self.dropout(hidden))
-        deep = torch.tanh(embedded + self.output_hidden(hidden) + self.output_context(context))  # (B, E)
+        word_and_state = embedded + self.output_hidden(hidden)  # E y_{t-1} + L_h h_t: (B, E)
+        if context_output is None:
+            context_output = self.output_context(context)  # L_z z_t: (B, E)
+        deep = torch.tanh(word_and_state + context_output)  # (B, E)
         return self.output(self.dropout(deep))
 
     def forward(
@@ -222,11 +256,12 @@ class CaptionDecoder(nn.Module):
 def caption_loss(
     scores: torch.Tensor, targets: torch.Tensor, weight_sums: torch.Tensor, alpha_c: float, tokens: int, captions: int
 ) -> torch.Tensor:
-    """Eq. 14: cross-entropy per target token plus alpha_c times (1 - sum_t alpha_ti)^2 per caption.
+    """Eq. 14 rescaled: cross-entropy per target token plus alpha_c times mean_i (1 - sum_t alpha_ti)^2 per caption.
 
     The penalty asks every region for a unit of attention over the caption; it is averaged over the L
-    regions (the paper sums), so that alpha_c means the same for any grid. The two sums are divided by
-    `tokens` and `captions` of the whole batch (under DDP larger than this process's share).
+    regions (the paper sums), so that alpha_c means the same for any grid. The cross-entropy summed over the
+    target tokens and the penalty summed over the captions are divided by `tokens` and `captions` of the whole
+    batch (under DDP larger than this process's share); the paper's loss is per caption.
     """
     loss = nn.functional.cross_entropy(scores.float(), targets, reduction="sum") / tokens
     if alpha_c:
