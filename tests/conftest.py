@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
 import fcntl
+import logging
 import os
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import torch
 from repo_params import repo_params
 from tiny_repo import UPSTREAM_STAGES, build_tiny, copy_repository, reproduce
 
+import captioning.io
 from captioning.features.store import FeatureWriter
 from captioning.model import CaptionDecoder, DecoderConfig, build_decoder
 from captioning.scoring import metrics
@@ -150,3 +154,37 @@ def feature_file(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def captioning_warnings(caplog) -> Callable[[], list[str]]:
+    """The warnings the captioning loggers have logged so far in the test (caplog's records)."""
+
+    def messages() -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if r.name.startswith("captioning") and r.levelno == logging.WARNING
+        ]
+
+    return messages
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """Every file captioning.io writes goes to /dev/full: the kernel's own ENOSPC, on the real write call."""
+
+    def open_full(path, mode="r", *args, **kwargs):
+        return builtins.open("/dev/full" if "w" in mode else path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(captioning.io, "open", open_full, raising=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 256 kB tmpfs: a real full disk. Needs root and mount rights (a container without them skips)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)

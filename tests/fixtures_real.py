@@ -10,6 +10,7 @@ malformed row and Flickr8k.token.txt its bogus `2258277193_586949ec62.jpg.1` ent
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ ACTIONS = ("runs", "jumps", "sits", "plays", "sleeps")
 PLACES = ("grass", "snow", "park", "street", "water", "yard")
 LONG_CAPTION = " ".join(["A man in a blue shirt and a red hat walks along the old stone wall"] * 5) + " ."
 assert len(LONG_CAPTION.split()) == 81  # 80 words and the final period
+THOUSAND_WORDS = " ".join(f"word{i % 50}" for i in range(1000))
 
 
 @dataclass
@@ -44,6 +46,40 @@ def write_jpeg(path: Path, seed: int, size: tuple[int, int] = (80, 60), mode: st
     image.putdata([((red + x * 3) % 256, (green + y * 3) % 256, blue) for y in range(height) for x in range(width)])
     image.convert(mode).save(path, "JPEG", quality=85)
     return path
+
+
+def image_bytes(format: str, color=(200, 30, 30), size: tuple[int, int] = (12, 10)) -> bytes:
+    """A plain one-colour image encoded as `format` (PNG, WEBP, BMP, TIFF, ...)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format)
+    return buffer.getvalue()
+
+
+def flickr30k_files(annotation: str, content: str | bytes, images=("a.jpg", "b.jpg", "c.jpg")):
+    """A flickr30k download under `f30k/`: one annotation file and tiny JPEGs in f30k/flickr30k-images."""
+
+    def write(folder: Path) -> None:
+        root = folder / "f30k"
+        root.mkdir()
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        (root / annotation).write_bytes(data)
+        for seed, name in enumerate(images):
+            write_jpeg(root / "flickr30k-images" / name, seed, (16, 12))
+
+    return write
+
+
+def karpathy(images: list[tuple[str, str]]) -> str:
+    """A Karpathy split file of (filename, split) pairs, one sentence each."""
+    return json.dumps(
+        {
+            "dataset": "flickr30k",
+            "images": [
+                {"filename": name, "split": split, "sentences": [{"raw": f"A {name} .", "tokens": ["a", name]}]}
+                for name, split in images
+            ],
+        }
+    )
 
 
 def karpathy_tokens(caption: str) -> list[str]:

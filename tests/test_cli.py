@@ -1,13 +1,20 @@
-"""captioning/cli.py's Ctrl-C: raised where it can be, never lost (real signals, sent to this process)."""
+"""captioning/cli.py: Ctrl-C raised where it can be, never lost (real signals, sent to this process); a stage's
+process that stops, on an error or a Ctrl-C, says why in one line."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from captioning.cli import ctrl_c_deferred, ctrl_c_remembered, raise_if_interrupted
+from captioning.cli import ctrl_c_deferred, ctrl_c_remembered, raise_if_interrupted, run
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -50,3 +57,53 @@ def test_an_ignored_sigint_stays_ignored():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# run(): what a stage's process says when it stops, in one line on stderr.
+
+
+def test_a_full_disk_outside_atomic_writes_is_one_line_too(capsys):
+    """E.g. DVCLive writing metrics/train/: cli.run reports the file and the cause, exit status 1."""
+
+    def main():
+        raise OSError(errno.ENOSPC, "No space left on device", "metrics/train/metrics.json")
+
+    with pytest.raises(SystemExit) as stopped:
+        run(main)
+    assert stopped.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: metrics/train/metrics.json: no space left on device (any resumable state is kept: free some space "
+        "and rerun)"
+    ]
+
+
+INTERRUPTED = "interrupted: no partial output was written (dvc checkout restores the last recorded one); "
+
+
+@pytest.mark.parametrize(
+    ("stage", "kept"),
+    [
+        ("train", "the state after the last completed epoch is kept in scratch/train/; rerun the stage (dvc repro) to "
+                  "continue after it"),
+        ("features", "the finished parts in scratch/features/ are kept; rerun the stage (dvc repro) to continue from "
+                     "them"),
+        ("finetune", "the state after the last completed SCST epoch is kept in scratch/finetune/; rerun the stage "
+                     "(dvc repro) to continue after it"),
+        ("vocab", "rerun the stage (dvc repro) to run it again"),
+    ],
+)  # fmt: skip
+def test_ctrl_c_is_one_line_saying_what_was_kept(tmp_path: Path, stage: str, kept: str):
+    """A real SIGINT, sent by the stage to itself while it sleeps: no race, the signal is pending when sleep starts."""
+    script = tmp_path / "stages" / f"{stage}.py"
+    script.parent.mkdir()
+    script.write_text(
+        "import os, signal, time\nfrom captioning.cli import run\n\n\n"
+        "def main():\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(60)\n\n\n"
+        # as in a terminal: a shell's background jobs (a CI runner's, say) start with SIGINT ignored
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\nrun(main)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 130
+    assert result.stderr.splitlines() == [INTERRUPTED + kept]

@@ -1,24 +1,34 @@
 """captioning/features/extract.py: image files -> frozen ResNet50 -> HDF5 rows, in table order; several files
-(the features stage's parts) through one pool of decoding workers."""
+(the features stage's parts) through one pool of decoding workers; every kind of image file, decoded by load_rgb
+(captioning/data/images.py) or skipped or refused per data.on_bad_image."""
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import re
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fixtures_real import image_bytes
 from PIL import Image
+from tiny_repo import leftovers
 
-from captioning.data.images import BadImageError, load_rgb, resize_to_array
+from captioning.data.images import MAX_PIXELS, BadImageError, load_rgb, resize_to_array
 from captioning.errors import CaptioningError
 from captioning.features import extract as extract_module
 from captioning.features.encoder import FEATURE_DIM, build_encoder
 from captioning.features.extract import ExtractionReport, encoder_fingerprint, extract_features, extract_parts
 from captioning.features.parts import extract_in_parts, merge_parts
 from captioning.features.store import FeatureStore
+from captioning.io import atomic_path
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 IMAGE_SIZE = 64  # 2 x 2 regions
@@ -187,3 +197,215 @@ def test_a_failed_part_leaves_the_parts_before_it_and_no_temporary(encoder, many
     with pytest.raises(BadImageError, match=r"bad\.png"):
         extract_parts(encoder, many_images, in_parts(folder), on_bad_image="error", **options)
     assert [p.name for p in folder.iterdir()] == ["part-0.h5"]  # part 1 holds bad.png: not written, nor part 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Image files: decoded to RGB the same way everywhere, or refused with the file's name; extract_features skips
+# (counted, logged, recorded in the HDF5 `skipped` dataset) or stops, per data.on_bad_image.
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height but holds no pixel data: costs nothing to write or to refuse."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def save(image: Image.Image, format: str, **options) -> Callable[[Path], None]:
+    return lambda path: image.save(path, format, **options)
+
+
+def write_bytes(data: bytes) -> Callable[[Path], None]:
+    return lambda path: path.write_bytes(data)
+
+
+def half_of(image: Image.Image, format: str) -> Callable[[Path], None]:
+    buffer = io.BytesIO()
+    image.save(buffer, format)
+    return write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+
+
+def exif_rotated(path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.new("RGB", (8, 4), (0, 0, 255)).save(path, "JPEG", exif=exif.tobytes())
+
+
+def animated_gif(path: Path) -> None:
+    frames = [Image.new("RGB", (6, 6), color) for color in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
+    frames[0].save(path, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def rgba(path: Path) -> None:
+    image = Image.new("RGBA", (2, 1))
+    image.putdata([(255, 0, 0, 0), (0, 0, 255, 255)])  # transparent red, opaque blue
+    image.save(path, "PNG")
+
+
+def bilevel_bomb(path: Path) -> None:
+    """A real, decodable 10,000 x 10,000 PNG of ~12 kB (mode 1: 12.5 MB in memory while it is written)."""
+    Image.new("1", (10_000, 10_000)).save(path, "PNG")
+
+
+@dataclass
+class Decodes:
+    size: tuple[int, int]
+    pixels: dict[tuple[int, int], tuple[int, int, int]]
+
+
+@dataclass
+class Refused:
+    message: str  # {path} is the image file; a regular expression where it says so
+    pattern: bool = False
+
+
+LIMIT = f"{MAX_PIXELS:,}-pixel limit"
+
+IMAGE_CASES = [
+    pytest.param(
+        "one.png",
+        save(Image.new("RGB", (1, 1), (1, 2, 3)), "PNG"),
+        Decodes((1, 1), {(0, 0): (1, 2, 3)}),
+        id="1x1-pixel",
+    ),
+    pytest.param(
+        "gray.png", save(Image.new("L", (5, 4), 77), "PNG"), Decodes((5, 4), {(4, 3): (77, 77, 77)}), id="grayscale"
+    ),
+    pytest.param(
+        "cmyk.jpg",
+        save(Image.new("CMYK", (8, 8), (0, 255, 255, 0)), "JPEG"),
+        Decodes((8, 8), {(0, 0): (255, 0, 0)}),
+        id="cmyk-jpeg",
+    ),
+    pytest.param(
+        "deep.png",
+        save(Image.fromarray(np.full((3, 5), 32768, np.uint16)), "PNG"),
+        Decodes((5, 3), {(0, 0): (128, 128, 128)}),
+        id="16-bit-png",
+    ),
+    pytest.param("alpha.png", rgba, Decodes((2, 1), {(0, 0): (255, 255, 255), (1, 0): (0, 0, 255)}), id="rgba"),
+    pytest.param("moving.gif", animated_gif, Decodes((6, 6), {(3, 3): (255, 0, 0)}), id="animated-gif-first-frame"),
+    pytest.param("turned.jpg", exif_rotated, Decodes((4, 8), {(2, 4): (0, 0, 254)}), id="exif-orientation"),
+    pytest.param(
+        "photo.webp", write_bytes(image_bytes("WEBP", (0, 0, 255))), Decodes((12, 10), {(5, 5): (0, 0, 255)}), id="webp"
+    ),
+    pytest.param(
+        "photo.bmp", write_bytes(image_bytes("BMP", (0, 0, 255))), Decodes((12, 10), {(5, 5): (0, 0, 255)}), id="bmp"
+    ),
+    pytest.param(
+        "photo.tiff", write_bytes(image_bytes("TIFF", (0, 0, 255))), Decodes((12, 10), {(5, 5): (0, 0, 255)}), id="tiff"
+    ),
+    pytest.param(
+        "named.jpg",
+        write_bytes(image_bytes("WEBP", (0, 0, 255))),
+        Decodes((12, 10), {(5, 5): (0, 0, 255)}),
+        id="webp-content-named-jpg",
+    ),
+    pytest.param(
+        "photo.png",
+        write_bytes(image_bytes("BMP", (0, 0, 255))),
+        Decodes((12, 10), {(5, 5): (0, 0, 255)}),
+        id="bmp-content-named-png",
+    ),
+    pytest.param("missing.jpg", None, Refused("{path}: image file not found"), id="missing-file"),
+    pytest.param(
+        "empty.jpg",
+        write_bytes(b""),
+        Refused("{path}: cannot decode image (cannot identify image file '{path}')"),
+        id="zero-bytes",
+    ),
+    pytest.param(
+        "notes.jpg",
+        write_bytes(b"shopping list: eggs, milk\n"),
+        Refused("{path}: cannot decode image (cannot identify image file '{path}')"),
+        id="text-named-jpg",
+    ),
+    pytest.param(
+        "cut.jpg",
+        half_of(Image.effect_noise((64, 64), 50).convert("RGB"), "JPEG"),
+        Refused(r"{path}: cannot decode image \(.+\)", pattern=True),
+        id="truncated-jpeg",
+    ),
+    pytest.param(
+        "cut.png",
+        half_of(Image.effect_noise((64, 64), 50).convert("RGB"), "PNG"),
+        Refused(r"{path}: cannot decode image \(.+\)", pattern=True),
+        id="truncated-png",
+    ),
+    pytest.param(
+        "bomb.png",
+        write_bytes(png_header_only(10_000, 10_000)),
+        Refused(f"{{path}}: 10000x10000 pixels is over the {LIMIT}"),
+        id="10000x10000-header-only",
+    ),
+    pytest.param(
+        "bilevel.png",
+        bilevel_bomb,
+        Refused(f"{{path}}: 10000x10000 pixels is over the {LIMIT}"),
+        id="10000x10000-real-png",
+    ),
+    pytest.param(
+        "huge.png",
+        write_bytes(png_header_only(30_000, 30_000)),
+        Refused(
+            f"{{path}}: over the {LIMIT} (Image size (900000000 pixels) exceeds limit of 178956970 pixels, "
+            "could be decompression bomb DOS attack.)"
+        ),
+        id="30000x30000-over-pil-limit",
+    ),
+]
+
+
+def matches(refused: Refused, path: Path, message: str) -> bool:
+    if refused.pattern:
+        return re.fullmatch(refused.message.format(path=re.escape(str(path))), message) is not None
+    return message == refused.message.format(path=path)
+
+
+@pytest.mark.parametrize(("name", "write", "outcome"), IMAGE_CASES)
+def test_image_files(
+    tmp_path: Path, caplog, captioning_warnings, encoder, name: str, write, outcome: Decodes | Refused
+):
+    root = tmp_path / "images"
+    root.mkdir()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(root / "ok.png")
+    path = root / name
+    if write is not None:
+        write(path)
+    names = ["ok.png", name]
+
+    # load_rgb, as the features stage and the caption command use it
+    if isinstance(outcome, Decodes):
+        image = load_rgb(path)
+        assert (image.mode, image.size) == ("RGB", outcome.size)
+        assert {xy: image.getpixel(xy) for xy in outcome.pixels} == outcome.pixels
+    else:
+        with pytest.raises(BadImageError) as caught:
+            load_rgb(path)
+        message = str(caught.value)
+        assert matches(outcome, path, message), message
+
+    # extract_features with data.on_bad_image: skip
+    target = tmp_path / "features.h5"
+    with caplog.at_level(logging.WARNING), atomic_path(target) as temporary:
+        report = extract(encoder, root, names, temporary, on_bad_image="skip")
+    store = FeatureStore(target)
+    if isinstance(outcome, Decodes):
+        assert (report.written, report.skipped, store.names, store.skipped) == (2, [], names, set())
+        assert store.shape == (2, (IMAGE_SIZE // 32) ** 2, FEATURE_DIM)
+        assert np.isfinite(store.rows(np.arange(2)).astype(np.float32)).all()
+        store.close()
+        return
+    assert (report.written, report.skipped, store.names, store.skipped) == (1, [name], ["ok.png"], {name})
+    store.close()
+    assert captioning_warnings() == [f"skipped: {message}"]
+
+    # extract_features with data.on_bad_image: error: stops naming the file; nothing is left behind
+    target.unlink()
+    with pytest.raises(BadImageError) as caught, atomic_path(target) as temporary:
+        extract(encoder, root, names, temporary, on_bad_image="error")
+    assert str(caught.value) == f"{message} (set data.on_bad_image: skip to skip such images)"
+    assert not target.exists() and leftovers(tmp_path) == []

@@ -1,11 +1,21 @@
-"""captioning/io.py: atomic writes leave either the old or the new target, never a half-written one."""
+"""captioning/io.py: atomic writes leave either the old or the new target, never a half-written one; a full disk
+or a read-only folder is one line; the temporaries of killed runs are removed when a stage starts."""
 
 from __future__ import annotations
 
-import pytest
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+import yaml
+from repo_params import repo_document
+from tiny_repo import NO_SPACE, leftovers, run_stage
+
+import captioning.io
 from captioning.errors import CaptioningError
-from captioning.io import atomic_path, read_json, write_json
+from captioning.io import atomic_path, check_writable, read_json, write_json
 
 
 def test_on_success_a_new_file_replaces_the_old_one(tmp_path):
@@ -90,3 +100,73 @@ def test_read_json_errors_name_the_file(tmp_path):
     broken.write_text("{not json", encoding="utf-8")
     with pytest.raises(CaptioningError, match=r"broken\.json: not valid JSON"):
         read_json(broken)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs that cannot be written: a full disk or a read-only folder is one line naming the output, nothing partial
+# is left; a long stage checks before it starts.
+
+
+def test_disk_full_while_writing_json(tmp_path: Path, full_disk):
+    path = tmp_path / "metrics/evaluate.json"
+    with pytest.raises(CaptioningError) as caught:
+        write_json(path, {"bleu_4": 0.5})
+    assert str(caught.value) == NO_SPACE.format(path=path)
+    assert not path.exists() and leftovers(tmp_path) == []
+
+
+def test_a_read_only_output_folder_is_found_before_the_work_starts(tmp_path: Path, monkeypatch):
+    """check_writable, which the train and features stages call before their first epoch or image.
+
+    Tests run as root here, and root may write in a chmod-ed folder: so os.access is patched to answer as it
+    does for another user (EACCES) or on a read-only mount (with ST_RDONLY). What this proves is the decision and
+    the message, not the kernel's answer.
+    """
+    check_writable(tmp_path / "models/model.pt")  # writable: nothing happens, the folder is created
+    assert (tmp_path / "models").is_dir()
+    monkeypatch.setattr(captioning.io.os, "access", lambda path, mode: False)
+    with pytest.raises(CaptioningError) as caught:
+        check_writable(tmp_path / "models/model.pt")
+    message = f"{tmp_path}/models/model.pt: cannot write it, its folder is read-only for this user (permission denied)"
+    assert str(caught.value) == message
+    monkeypatch.setattr(captioning.io, "_on_read_only_mount", lambda folder: True)
+    with pytest.raises(CaptioningError) as caught:
+        check_writable(tmp_path / "models/model.pt")
+    assert str(caught.value) == f"{tmp_path}/models/model.pt: cannot write it, the file system is read-only"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Leftovers: temporaries of killed runs are removed when a stage starts; a failed rename removes its own.
+
+
+def dead_pid() -> int:
+    """The process id of a process that has exited (pids are not reused within a test's lifetime)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_temporaries_of_killed_runs_are_removed_when_a_stage_starts(tmp_path: Path):
+    folder = tmp_path.resolve()
+    dead, alive = dead_pid(), os.getpid()
+    stale = [f"data/.images.tmp-{dead}/scene_000000.png", f"models/.model.pt.tmp-{dead}",
+             f"scratch/features/0123abcd/.part-00000.h5.tmp-{dead}"]  # fmt: skip
+    running = f"data/.other.json.tmp-{alive}"  # a live process's: left alone
+    for name in [*stale, running]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"partial")
+    data = {"num_train": 3, "num_val": 1, "num_test": 1, "image_size": 32}
+    (folder / "params.yaml").write_text(yaml.safe_dump(repo_document({"data": data})), encoding="utf-8")
+    result = run_stage(folder, "data")
+    assert result.returncode == 0, result.stderr
+    assert leftovers(folder) == [running]
+    assert (folder / "data/dataset.json").is_file()
+
+
+def test_a_failed_final_rename_removes_its_temporary(tmp_path: Path):
+    target = tmp_path / "model.pt"
+    (target / "inside").mkdir(parents=True)  # the target is a folder: a file cannot replace it
+    with pytest.raises(CaptioningError) as caught, atomic_path(target) as temporary:
+        temporary.write_bytes(b"new model")
+    assert str(caught.value) == f"{target}: cannot replace this folder with the new output (Is a directory); remove it"
+    assert leftovers(tmp_path) == [] and (target / "inside").is_dir()

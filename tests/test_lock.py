@@ -83,37 +83,60 @@ def disagreements(text: str, requirements: list[Requirement], python: str, platf
     return problems
 
 
-@pytest.mark.parametrize("platform", PLATFORMS)
-@pytest.mark.parametrize("python", [f"{minor}.{patch}" for minor in SUPPORTED for patch in (0, 99)])
-def test_every_declared_dependency_is_locked_once_at_an_accepted_version(python, platform):
-    text = (REPO / "requirements.lock").read_text()
+def check_lock(text: str, python: str, platform: str) -> None:
+    """The check: on this Python and platform, every dependency pyproject.toml declares is locked once, at a version
+    it accepts."""
     problems = disagreements(text, declared_requirements(), python, platform)
     assert not problems, f"Python {python} on {platform}: {'; '.join(problems)}: run make lock"
 
 
-def test_lock_check_notices_a_disagreement():
-    """The check above is not vacuous: it fails on a lock missing a package, at a refused version, or missing a
-    package only for one Python."""
+@pytest.mark.parametrize("platform", PLATFORMS)
+@pytest.mark.parametrize("python", [f"{minor}.{patch}" for minor in SUPPORTED for patch in (0, 99)])
+def test_every_declared_dependency_is_locked_once_at_an_accepted_version(python, platform):
+    check_lock((REPO / "requirements.lock").read_text(), python, platform)
+
+
+BROKEN_LOCKS = [
+    pytest.param(
+        lambda text: re.sub(r"^torch==.*\n(    .*\n)*", "", text, flags=re.M),
+        ("3.11.7", "Linux x86-64"),
+        "torch is in pyproject.toml but not in requirements.lock",
+        id="torch-missing",
+    ),
+    pytest.param(
+        lambda text: re.sub(r"^torch==[^\s;]+", "torch==2.0.0", text, flags=re.M),
+        ("3.12.1", "macOS arm64"),
+        "requirements.lock has torch==2.0.0, which pyproject.toml's torch>=2.4 refuses",
+        id="torch-refused-version",
+    ),
+    pytest.param(
+        lambda text: text + "\ntorch==2.14.1 \\\n    --hash=sha256:" + "0" * 64 + "\n",
+        ("3.13.0", "Linux aarch64"),
+        "torch is locked twice",
+        id="torch-twice",
+    ),
+]
+
+
+@pytest.mark.parametrize(("breakage", "where", "problem"), BROKEN_LOCKS)
+def test_the_lock_check_fails_on_a_broken_lock(breakage, where, problem):
+    """The check above is not vacuous: run on a broken copy of the real lock, it fails naming the package."""
     text = (REPO / "requirements.lock").read_text()
-    requirements = declared_requirements()
-    assert disagreements(text, requirements, "3.10.13", "Linux x86-64") == []
+    check_lock(text, *where)  # the real lock passes there
+    broken = breakage(text)
+    assert broken != text, "the breakage no longer matches the lock: update it"
+    with pytest.raises(AssertionError, match=re.escape(problem)):
+        check_lock(broken, *where)
 
-    without_torch = re.sub(r"^torch==.*\n(    .*\n)*", "", text, flags=re.M)
-    assert any(
-        "torch is in pyproject.toml" in p for p in disagreements(without_torch, requirements, "3.11.7", "Linux x86-64")
-    )
 
-    old_torch = re.sub(r"^torch==[^\s;]+", "torch==2.0.0", text, flags=re.M)
-    assert any("torch==2.0.0" in p for p in disagreements(old_torch, requirements, "3.12.1", "macOS arm64"))
-
-    # numpy only for 3.11 and later: pandas, torch and the rest would get none on 3.10
-    numpy_not_for_310 = re.sub(r"^numpy==[^\n]*python_full_version < '3.11'[^\n]*\n(    .*\n)*", "", text, flags=re.M)
-    assert numpy_not_for_310 != text
-    assert disagreements(numpy_not_for_310, requirements + [Requirement("numpy")], "3.11.7", "Linux x86-64") == []
-    assert disagreements(numpy_not_for_310, requirements + [Requirement("numpy")], "3.10.13", "Linux x86-64")
-
-    twice = text + "\ntorch==2.14.1 \\\n    --hash=sha256:" + "0" * 64 + "\n"
-    assert any("torch is locked twice" in p for p in disagreements(twice, requirements, "3.13.0", "Linux aarch64"))
+def test_the_lock_check_fails_on_a_package_missing_for_one_python_only():
+    """pandas is locked once for 3.10 and once for 3.11 and later: without the first, 3.10 fails and 3.11 passes."""
+    text = (REPO / "requirements.lock").read_text()
+    broken = re.sub(r"^pandas==[^\n]*python_full_version < '3.11'[^\n]*\n(    .*\n)*", "", text, flags=re.M)
+    assert broken != text, "the breakage no longer matches the lock: update it"
+    check_lock(broken, "3.11.7", "Linux x86-64")
+    with pytest.raises(AssertionError, match="pandas is in pyproject.toml but not in requirements.lock"):
+        check_lock(broken, "3.10.13", "Linux x86-64")
 
 
 def test_lock_pins_every_package_with_a_hash():

@@ -13,9 +13,10 @@ from repo_params import PARAMS_YAML, repo_document, repo_section
 from tiny_repo import stage_command
 
 from captioning.errors import CaptioningError, ParamError
-from captioning.params import SECTIONS, UniqueKeyLoader, load_params, parse_section
+from captioning.params import SECTIONS, TrainParams, UniqueKeyLoader, load_params, parse_section
 
 REPO = PARAMS_YAML.parent
+KNOWN_TRAIN_KEYS = ", ".join(f.name for f in dataclasses.fields(TrainParams))
 
 
 @pytest.mark.parametrize("section", sorted(SECTIONS))
@@ -143,7 +144,7 @@ def test_hard_lambda_r_of_a_million_is_refused_naming_the_usual_range():
         ("train", {"feature_memory_gb": "8GB"}, "train.feature_memory_gb", "auto or a number >= 0"),
         ("train", {"feature_memory_gb": -1}, "train.feature_memory_gb", "auto or a number >= 0"),
         ("train", {"feature_memory_gb": True}, "train.feature_memory_gb", "auto or a number >= 0"),
-        ("train", {"lerning_rate": 0.1}, "train.lerning_rate", "one of the known keys (lr, epochs"),
+        ("train", {"lerning_rate": 0.1}, "train.lerning_rate", f"one of the known keys ({KNOWN_TRAIN_KEYS})"),
         ("model", {"dropout": 1.0}, "model.dropout", "a number in [0, 1)"),
         ("model", {"attention": "stochastic"}, "model.attention", "one of soft, hard, none"),
         ("model", {"implementation": "cuda"}, "model.implementation", "one of auto, paper, fast"),
@@ -169,8 +170,43 @@ def test_a_bad_value_raises_param_error_naming_key_and_allowed_values(section, v
 
 
 def test_a_section_that_is_not_a_mapping_is_refused():
-    with pytest.raises(ParamError, match="train must be a mapping"):
+    with pytest.raises(ParamError) as caught:
         parse_section("train", [1, 2])
+    assert str(caught.value) == "params.yaml: train must be a mapping of keys to values, got [1, 2]"
+
+
+@pytest.mark.parametrize(
+    ("section", "text", "message"),
+    [
+        pytest.param("train", "train: {lr: 0}", "params.yaml: train.lr must be a number > 0, got 0.0", id="lr-zero"),
+        pytest.param(
+            "train",
+            "train: {gamma: 1.5}",
+            "params.yaml: train.gamma must be a number in (0, 1], got 1.5",
+            id="gamma-above-1",
+        ),
+        pytest.param(
+            "evaluate",
+            "evaluate: {beam_size: true}",
+            "params.yaml: evaluate.beam_size must be an integer, got True",
+            id="beam-bool",
+        ),
+        pytest.param(
+            "features",
+            "features: {weights: resnet101}",
+            "params.yaml: features.weights must be none, imagenet or the path of a .pth/.pt state dict, got "
+            "'resnet101'",
+            id="unknown-weights",
+        ),
+    ],
+)
+def test_a_bad_value_in_the_file_is_one_line_with_the_value_it_got(tmp_path, section, text, message):
+    """Through load_params on a file holding only the bad key: the value is named before the keys left out."""
+    path = tmp_path / "params.yaml"
+    path.write_text(text + "\n", encoding="utf-8")
+    with pytest.raises(CaptioningError) as caught:
+        load_params(section, path)
+    assert str(caught.value) == message
 
 
 def test_valid_overrides_are_kept():
@@ -180,12 +216,14 @@ def test_valid_overrides_are_kept():
 
 
 def test_missing_or_broken_params_file_raises_captioning_error(tmp_path):
-    with pytest.raises(CaptioningError, match="params file not found"):
+    with pytest.raises(CaptioningError) as caught:
         load_params("train", tmp_path / "params.yaml")
+    assert str(caught.value) == f"{tmp_path / 'params.yaml'}: params file not found (run from the repository root)"
     broken = tmp_path / "broken.yaml"
     broken.write_text("train: [unclosed\n", encoding="utf-8")
-    with pytest.raises(CaptioningError, match=r"broken\.yaml: not valid YAML"):
+    with pytest.raises(CaptioningError) as caught:
         load_params("train", broken)
+    assert str(caught.value) == f"{broken}: not valid YAML (while parsing a flow sequence)"
     listed = tmp_path / "listed.yaml"
     listed.write_text("- train\n", encoding="utf-8")
     with pytest.raises(CaptioningError, match=r"listed\.yaml: must be a mapping of sections \(data, vocab"):

@@ -6,11 +6,21 @@ import importlib.util
 import json
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
-from fixtures_real import LONG_CAPTION, make_coco, make_flickr8k, make_flickr30k, write_jpeg
+from fixtures_real import (
+    LONG_CAPTION,
+    THOUSAND_WORDS,
+    image_bytes,
+    karpathy,
+    make_coco,
+    make_flickr8k,
+    make_flickr30k,
+    write_jpeg,
+)
 from repo_params import repo_document, repo_section
 
 from captioning.data.readers.dataset import detect_format, read_dataset
@@ -331,3 +341,310 @@ def test_data_stage_writes_the_table_of_every_real_download(tmp_path, monkeypatc
     assert all(captions == mini.captions[image] for image, captions in images.items())  # full, untruncated
     assert {record.split for record in table.images} == {"train", "val", "test"}
     assert all(table.image_path(record).is_file() for record in table.images)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Caption files through the dataset readers: errors name file and line; skips are counted in one warning.
+
+
+@dataclass
+class Fails:
+    message: str  # {root} is the dataset folder
+
+
+@dataclass
+class Reads:
+    captions: dict[str, list[str]]
+    warnings: list[str] = field(default_factory=list)  # besides the seeded-split notice; {root}, {images} expand
+
+
+def token_file(text: str | bytes) -> dict:
+    return {"results_20130124.token": text}
+
+
+KAGGLE_HEADER = "image_name| comment_number| comment\n"
+KARPATHY_TWO_SPLITS = karpathy([("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "test"), ("a.jpg", "test")])
+
+BOM = b"\xef\xbb\xbf"
+HF_HEADER = "raw,sentids,split,filename,img_id\n"
+
+CAPTION_CASES = [
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA cat .\na.jpg#1\t   \nb.jpg#0\tA dog .\nc.jpg#0\tA  bird\t sings .\nd.jpg#0\t \t \n"),
+        Reads(
+            {"a.jpg": ["A cat ."], "b.jpg": ["A dog ."], "c.jpg": ["A bird sings ."]},
+            [
+                "{root}/results_20130124.token: skipped 2 empty captions",
+                "{root}/results_20130124.token: dropped 1 images without any caption (e.g. d.jpg)",
+            ],
+        ),
+        id="empty-and-whitespace-captions",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file(f"a.jpg#0\t{THOUSAND_WORDS}\nb.jpg#0\tA dog .\nc.jpg#0\tA cat .\n"),
+        Reads({"a.jpg": [THOUSAND_WORDS], "b.jpg": ["A dog ."], "c.jpg": ["A cat ."]}),
+        id="1000-word-caption-kept",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tA cow .\na.jpg#0\tA dog .\na.jpg#1\tA puppy .\n"),
+        Reads({"a.jpg": ["A dog .", "A dog .", "A puppy ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]}),
+        id="image-listed-twice-gathers-its-captions",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"dataset_flickr30k.json": KARPATHY_TWO_SPLITS},
+        Fails(
+            "{root}/dataset_flickr30k.json: images[3]: a.jpg is listed again, in the test split; "
+            "it is already in the train split"
+        ),
+        id="image-listed-in-two-splits",
+    ),
+    pytest.param(
+        "flickr30k",
+        {
+            "dataset_flickr30k.json": karpathy(
+                [("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "test"), ("./a.jpg", "test")]
+            )
+        },
+        Fails(
+            "{root}/dataset_flickr30k.json: images[3]: a.jpg is listed again, in the test split; "
+            "it is already in the train split"
+        ),
+        id="same-image-under-two-spellings-in-two-splits",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA dog .\n./a.jpg#1\tA puppy .\nb.jpg#0\tA cat .\n.//c.jpg#0\tA cow .\n"),
+        Reads({"a.jpg": ["A dog .", "A puppy ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]}),
+        id="same-image-under-two-spellings-gathers-its-captions",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"dataset_flickr30k.json": BOM + karpathy([("a.jpg", "train"), ("b.jpg", "val"), ("c.jpg", "test")]).encode()},
+        Reads({"a.jpg": ["A a.jpg ."], "b.jpg": ["A b.jpg ."], "c.jpg": ["A c.jpg ."]}),
+        id="karpathy-json-with-byte-order-mark",
+    ),
+    pytest.param(
+        "flickr30k",
+        {
+            "dataset_flickr30k.json": json.dumps(
+                {
+                    "images": [
+                        {
+                            "filename": "a.jpg",
+                            "split": "train",
+                            "sentences": [{"raw": "A dog .", "tokens": ["a", "dog"]}],
+                        },
+                        {
+                            "filename": "b.jpg",
+                            "split": "val",
+                            "sentences": [{"raw": "A cat .", "tokens": ["a", "cat"]}],
+                        },
+                        {
+                            "filename": "c.jpg",
+                            "split": "test",
+                            "sentences": [{"raw": "A cow .", "tokens": ["a", "cow"]}],
+                        },
+                        {"filename": "d.jpg", "split": "test", "sentences": []},
+                    ]
+                }
+            )
+        },
+        Reads(
+            {"a.jpg": ["A dog ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]},
+            ["{root}/dataset_flickr30k.json: dropped 1 images without any caption (e.g. d.jpg)"],
+        ),
+        id="karpathy-image-with-empty-sentences",
+    ),  # fmt: skip
+    pytest.param(
+        "flickr30k",
+        {
+            "flickr_annotations_30k.csv": HF_HEADER + '"[""A dog .""]",[0],train,a.jpg,0\n"[]",[],train,b.jpg,1\n'
+            '"[""A cow .""]",[2],test,c.jpg,2\n'
+        },
+        Reads(
+            {"a.jpg": ["A dog ."], "c.jpg": ["A cow ."]},
+            ["{root}/flickr_annotations_30k.csv: dropped 1 images without any caption (e.g. b.jpg)"],
+        ),
+        id="hf-csv-image-with-empty-raw",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file(
+            "a.jpg#0\tA dog .\na.jpg#1\t!!! ...\nb.jpg#0\t\U0001f600\U0001f436\nb.jpg#1\tA cat .\n"
+            "c.jpg#0\t- - -\nc.jpg#1\tA cow .\ne.jpg#0\t\u200b\u200d\n"
+        ),
+        Reads(
+            {"a.jpg": ["A dog ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]},
+            [
+                "{root}/results_20130124.token: skipped 4 captions without any word (only punctuation, symbols or "
+                "invisible characters, e.g. '!!! ...')",
+                "{root}/results_20130124.token: dropped 1 images without any caption (e.g. e.jpg)",
+            ],
+        ),
+        id="captions-without-any-word",
+    ),
+    pytest.param(
+        "flickr30k",
+        {
+            "dataset_flickr30k.json": json.dumps(
+                {
+                    "images": [
+                        {
+                            "filename": "a.jpg",
+                            "split": "train",
+                            "sentences": [
+                                {"raw": "A dog .", "tokens": []},
+                                {"raw": "A puppy .", "tokens": ["a", "puppy"]},
+                            ],
+                        },
+                        {
+                            "filename": "b.jpg",
+                            "split": "val",
+                            "sentences": [{"raw": "A cat .", "tokens": ["a", "cat"]}],
+                        },
+                        {
+                            "filename": "c.jpg",
+                            "split": "test",
+                            "sentences": [{"raw": "A cow .", "tokens": ["a", "cow"]}],
+                        },
+                    ]
+                }
+            )
+        },
+        Reads(
+            {"a.jpg": ["A puppy ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]},
+            [
+                "{root}/dataset_flickr30k.json: skipped 1 captions without any word (only punctuation, symbols or "
+                "invisible characters, e.g. 'A dog .')"
+            ],
+        ),
+        id="karpathy-caption-with-no-tokens",
+    ),  # fmt: skip
+    pytest.param(
+        "flickr30k",
+        {
+            "results_20130124.token": "a.webp#0\tA dog .\nb.bmp#0\tA cat .\nc.tiff#0\tA cow .\nd.TIF#0\tA hen .\n",
+            "images/a.webp": image_bytes("WEBP"),
+            "images/b.bmp": image_bytes("BMP"),
+            "images/c.tiff": image_bytes("TIFF"),
+            "images/d.TIF": image_bytes("TIFF"),
+        },
+        Reads({"a.webp": ["A dog ."], "b.bmp": ["A cat ."], "c.tiff": ["A cow ."], "d.TIF": ["A hen ."]}),
+        id="webp-bmp-tiff-names",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tA cow .\nd.jpg#0\tA hen .\n"),
+        Reads(
+            {"a.jpg": ["A dog ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."], "d.jpg": ["A hen ."]},
+            [
+                "{images}: 1 of 4 images named in the captions are missing (e.g. d.jpg); "
+                "data.on_bad_image decides what the features stage does with them"
+            ],
+        ),
+        id="image-file-missing",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA dog .\n/etc/secret.jpg#0\tA cat .\n"),
+        Fails(
+            "{root}/results_20130124.token: line 2: image name '/etc/secret.jpg' must be a relative path inside the "
+            "image folder (no absolute path, no '..')"
+        ),
+        id="absolute-image-name",
+    ),
+    pytest.param(
+        "flickr30k",
+        token_file("a.jpg#0\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tÀ la plage .\n".encode("cp1252")),
+        Fails("{root}/results_20130124.token: line 3: not UTF-8 text (byte 9: invalid start byte); save it as UTF-8"),
+        id="cp1252-token-file",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"results.csv": KAGGLE_HEADER + "a.jpg| 0| A dog | runs .\nb.jpg| 0| A cat .\nc.jpg| 0| A cow .\n"},
+        Reads({"a.jpg": ["A dog | runs ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]}),
+        id="kaggle-extra-separator-kept-in-caption",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"results.csv": KAGGLE_HEADER + "a.jpg| 0| A dog .\nb.jpg| 0   A cat .\nc.jpg| 0| A cow .\n"},
+        Reads(
+            {"a.jpg": ["A dog ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]},
+            ["{root}/results.csv: line 3: repaired a row without its second '|' (b.jpg, comment 0)"],
+        ),
+        id="kaggle-missing-second-separator-repaired",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"results.csv": KAGGLE_HEADER + "a.jpg| 0| A dog .\nb.jpg 0 A cat .\n"},
+        Fails("{root}/results.csv: line 3: expected 'image_name| comment_number| comment', got 'b.jpg 0 A cat .'"),
+        id="kaggle-missing-separators",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"results.csv": ""},
+        Fails("{root}/results.csv: no captioned images found"),
+        id="kaggle-empty-file",
+    ),
+    pytest.param(
+        "flickr30k",
+        {"results.csv": KAGGLE_HEADER},
+        Fails("{root}/results.csv: no captioned images found"),
+        id="kaggle-header-only",
+    ),
+    pytest.param(
+        "flickr8k",
+        {"captions.txt": "image,caption\na.jpg,A dog runs .\nb.jpg,A dog, wet, runs .\n"},
+        Fails("{root}/captions.txt: line 3: expected 2 fields (image,caption), got 4; quote fields that hold commas"),
+        id="csv-unquoted-commas",
+    ),
+    pytest.param(
+        "flickr8k",
+        {"captions.txt": "image,caption\na.jpg,A dog runs .\nb.jpg\n"},
+        Fails("{root}/captions.txt: line 3: expected 2 fields (image,caption), got 1; quote fields that hold commas"),
+        id="csv-missing-separator",
+    ),
+    pytest.param(
+        "flickr8k",
+        {"captions.txt": 'image,caption\na.jpg,"A dog, wet, runs ."\nb.jpg,A cat .\nc.jpg,A cow .\n'},
+        Reads({"a.jpg": ["A dog, wet, runs ."], "b.jpg": ["A cat ."], "c.jpg": ["A cow ."]}),
+        id="csv-quoted-commas-kept",
+    ),
+    pytest.param(
+        "flickr8k",
+        {"captions.txt": ""},
+        Fails("{root}/captions.txt: line 1: missing column(s) image, caption (expected image,caption)"),
+        id="csv-empty-file",
+    ),
+    pytest.param(
+        "flickr8k",
+        {"captions.txt": "image,caption\na.jpg,A dog .\nb.jpg,Un garçon .\n".encode("latin-1")},
+        Fails("{root}/captions.txt: line 3: not UTF-8 text (byte 13: invalid continuation byte); save it as UTF-8"),
+        id="csv-latin1",
+    ),
+]
+
+
+@pytest.mark.parametrize(("dataset", "files", "outcome"), CAPTION_CASES)
+def test_caption_files(tmp_path: Path, caplog, captioning_warnings, dataset: str, files: dict, outcome: Fails | Reads):
+    root = tmp_path / "download"
+    images = root / "images"
+    for seed, name in enumerate(("a.jpg", "b.jpg", "c.jpg")):
+        write_jpeg(images / name, seed, (16, 12))
+    for name, content in files.items():
+        (root / name).write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    expand = {"root": root, "images": images}
+    if isinstance(outcome, Fails):
+        with pytest.raises(CaptioningError) as caught:
+            read_dataset(dataset, root)
+        assert str(caught.value) == outcome.message.format(**expand)
+        return
+    with caplog.at_level(logging.WARNING):
+        table = read_dataset(dataset, root)
+    assert {record.image: record.captions for record in table.images} == outcome.captions
+    skips = [m for m in captioning_warnings() if "seeded random split" not in m]
+    assert skips == [w.format(**expand) for w in outcome.warnings]

@@ -1,15 +1,28 @@
-"""captioning/features/store.py: HDF5 round trip, in memory or batch by batch, with the same results."""
+"""captioning/features/store.py: HDF5 round trip, in memory or batch by batch, with the same results; a damaged
+features file, or one written on a full disk, is one line naming it."""
 
 from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import yaml
+from fixtures_real import image_bytes
+from repo_params import repo_document
+from tiny_repo import NO_SPACE, leftovers, stage_command, table_file
 
 from captioning.errors import CaptioningError
 from captioning.features import store as store_module
+from captioning.features.encoder import FEATURE_DIM
 from captioning.features.store import FeatureStore, FeatureWriter, memory_budget_bytes
 
+REPO = Path(__file__).resolve().parents[1]
+IMAGE_SIZE = 64  # 2 x 2 regions
 NAMES = [f"img_{i}.png" for i in range(7)]
 
 
@@ -135,8 +148,8 @@ class FlushFails:
 
 
 def test_a_write_failing_at_close_is_the_system_error_naming_the_file(tmp_path, values):
-    """test_bad_input.py has the real full disk; here the close alone fails. It becomes OSError(ENOSPC) naming the
-    file, which atomic_path turns into its one line."""
+    """The features stage's full-disk tests below have the real full disk; here the close alone fails. It becomes
+    OSError(ENOSPC) naming the file, which atomic_path turns into its one line."""
     import errno
 
     path = tmp_path / "features.h5"
@@ -147,3 +160,119 @@ def test_a_write_failing_at_close_is_the_system_error_naming_the_file(tmp_path, 
         writer.close()
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(path)
     real_file.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The HDF5 features file: truncated, empty, corrupt or missing is one CaptioningError naming it.
+
+
+def written_features(path: Path) -> int:
+    writer = FeatureWriter(path, 8, 4, FEATURE_DIM)
+    writer.append([f"{i}.jpg" for i in range(8)], np.ones((8, 4, FEATURE_DIM), dtype=np.float32))
+    writer.close(["bad.jpg"])
+    return path.stat().st_size
+
+
+RERUN = "; rerun the features stage"
+FEATURE_FILE_CASES = [
+    pytest.param(
+        lambda data: data[: len(data) // 2],
+        lambda size: (
+            r"{path}: not a readable features file \(.*truncated file: eof = "
+            + f"{size // 2}, .*stored_eof = {size}"
+            + r"\)\)"
+            + re.escape(RERUN)
+        ),
+        id="truncated-to-half",
+    ),
+    pytest.param(
+        lambda data: data[:-1],
+        lambda size: (
+            r"{path}: not a readable features file \(.*truncated file: eof = "
+            + f"{size - 1}, .*stored_eof = {size}"
+            + r"\)\)"
+            + re.escape(RERUN)
+        ),
+        id="truncated-by-one-byte",
+    ),
+    pytest.param(
+        lambda data: b"",
+        lambda size: r"{path}: not a readable features file \(.*file signature not found\)\)" + re.escape(RERUN),
+        id="zero-bytes",
+    ),
+    pytest.param(
+        lambda data: data[:-8000] + bytes(4000) + data[-4000:],  # the heap of the image names, written last
+        lambda size: r"{path}: not a readable features file \(.+\)" + re.escape(RERUN),
+        id="zeroed-metadata",
+    ),
+    pytest.param(None, lambda size: r"{path}: features file not found \(run the features stage\)", id="missing"),
+]
+
+
+@pytest.mark.parametrize(("damage", "expected"), FEATURE_FILE_CASES)
+def test_damaged_features_file(tmp_path: Path, damage, expected):
+    path = tmp_path / "features.h5"
+    size = written_features(path)
+    if damage is None:
+        path.unlink()
+    else:
+        path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(CaptioningError) as caught:
+        FeatureStore(path)
+    pattern = expected(size).format(path=re.escape(str(path)))
+    assert re.fullmatch(pattern, str(caught.value)), str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The features stage on a real full disk: one line naming the file, exit status 1, the finished parts kept.
+
+
+def _features_stage_on_24_images(folder: Path, chunk_size: int, **paths: Path) -> subprocess.CompletedProcess:
+    """The features stage run by hand on 24 images of 16 kB of features each, in parts of chunk_size images."""
+    names = [f"{i:02d}.png" for i in range(24)]
+    image = image_bytes("PNG", (10, 200, 30), (40, 30))
+    table_file(
+        [{"image": name, "split": "train", "captions": ["a red circle"]} for name in names], dict.fromkeys(names, image)
+    )(folder)
+    features = {
+        "image_size": IMAGE_SIZE,
+        "batch_size": 8,
+        "num_workers": 1,
+        "precision": "fp32",
+        "chunk_size": chunk_size,
+    }
+    (folder / "params.yaml").write_text(yaml.safe_dump(repo_document({"features": features})), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+    return subprocess.run(
+        stage_command("features", **paths), cwd=folder, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_features_stage_on_a_full_disk_stops_with_one_line_and_keeps_its_parts(tmp_path: Path, small_disk: Path):
+    """HDF5 used to crash (exit 139) closing a file after a failed write: now one line and exit status 1."""
+    folder = tmp_path.resolve()
+    output = small_disk.resolve() / "features.h5"
+    result = _features_stage_on_24_images(folder, chunk_size=8, output=output)  # 3 parts, 384 kB on a 256 kB disk
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: " + NO_SPACE.format(path=output)
+    ]
+    assert list(small_disk.iterdir()) == [] and leftovers(folder) == []
+    assert len(list((folder / "scratch/features").glob("*/part-*.h5"))) == 3  # the resumable parts are kept
+
+
+@pytest.mark.slow
+def test_features_parts_on_a_full_disk_stop_with_one_line(tmp_path: Path, small_disk: Path):
+    """The resumable parts (.part-*.h5.tmp-PID) on the full disk: h5py's flush failure at close is one line too."""
+    folder = tmp_path.resolve()
+    scratch = small_disk.resolve() / "scratch"
+    result = _features_stage_on_24_images(folder, chunk_size=24, scratch=scratch)  # one 384 kB part
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    (part,) = scratch.glob("*/")  # the run's folder, named by its key
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        "error: " + NO_SPACE.format(path=part / "part-00000.h5")
+    ]
+    assert leftovers(small_disk) == [] and not (folder / "data/features.h5").exists()

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from fixtures_real import THOUSAND_WORDS, flickr30k_files
+from repo_params import repo_document
+from tiny_repo import run_stage_here, table_file
 
+from captioning.data.readers.dataset import read_dataset
 from captioning.data.table import CaptionTable, ImageRecord, write_table
 from captioning.errors import CaptioningError
 from captioning.text.vocabulary import SPECIALS, Vocabulary, encode_captions, unk_rate
@@ -115,3 +120,24 @@ def test_vocab_stage_counts_the_training_split_only(tmp_path, monkeypatch):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["unk_rate_val"] == pytest.approx(3 / 4)
     assert metrics["truncated_train_captions"] == 1
+
+
+def test_a_1000_word_caption_is_kept_and_only_training_truncates_it(tmp_path: Path, monkeypatch, capsys):
+    """The reference stays whole in the table; the vocab stage cuts the training copy to vocab.max_len and counts it."""
+    flickr30k_files(
+        "results_20130124.token", f"a.jpg#0\t{THOUSAND_WORDS}\na.jpg#1\tA dog .\nb.jpg#0\tA cat .\nc.jpg#0\tA cow .\n"
+    )(tmp_path)
+    table = read_dataset("flickr30k", tmp_path / "f30k")
+    assert {r.image: r.captions for r in table.images}["a.jpg"] == [THOUSAND_WORDS, "A dog ."]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(repo_document({"vocab": {"max_len": 24}})), encoding="utf-8")
+    rows = [
+        {"image": "a.png", "split": "train", "captions": [THOUSAND_WORDS, "a dog"]},
+        {"image": "b.png", "split": "test", "captions": [THOUSAND_WORDS]},
+    ]
+    table_file(rows)(tmp_path)
+    result = run_stage_here(tmp_path, "vocab", monkeypatch, capsys)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "metrics/vocab.json").read_text())["truncated_train_captions"] == 1
+    encoded = np.load(tmp_path / "data/captions.npz")
+    assert encoded["captions"].shape == (2, 24 + 2) and encoded["lengths"].tolist() == [26, 4]
+    assert json.loads((tmp_path / "data/dataset.json").read_text())["images"][1]["captions"] == [THOUSAND_WORDS]

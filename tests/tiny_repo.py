@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shlex
 import shutil
@@ -58,6 +59,38 @@ def run_stage_here(folder: Path, stage: str, monkeypatch, capsys) -> subprocess.
         status = exited.code
     captured = capsys.readouterr()
     return subprocess.CompletedProcess(command, status, captured.out, captured.err)
+
+
+def run_stage(folder: Path, stage: str) -> subprocess.CompletedProcess:
+    """The stage as a real `python -m stages.<name>` process in `folder`: for its exit status and stderr."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), TQDM_DISABLE="1")
+    return subprocess.run(stage_command(stage), cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+
+
+# What a stage in a scratch folder reads, and what a failed run must not leave behind.
+
+NO_SPACE = (
+    "{path}: no space left on device (the partial file was removed; the previous version and any resumable state "
+    "are kept: free some space and rerun)"
+)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files and folders of atomic_path that were not cleaned up."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*.tmp-*"))
+
+
+def table_file(images: list[dict], image_files: dict[str, bytes] | None = None, text: str | None = None):
+    """data/dataset.json (images in data/images), or `text` written verbatim as the table."""
+
+    def write(folder: Path) -> None:
+        (folder / "data/images").mkdir(parents=True)
+        document = {"dataset": "scenes", "image_root": "images", "images": images}
+        (folder / "data/dataset.json").write_text(text if text is not None else json.dumps(document))
+        for name, data in (image_files or {}).items():
+            (folder / "data/images" / name).write_bytes(data)
+
+    return write
 
 
 def environment() -> dict[str, str]:
