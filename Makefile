@@ -44,13 +44,13 @@ lock: $(UV)
 		--extra dev --extra demo --extra ssh --group build $(if $(UPGRADE),--upgrade) -o requirements.lock pyproject.toml
 
 # The lock installs on the supported Pythons the suite does not run on (CI runs it on one): each into a throwaway
-# venv, the hash-checked lock and the project, then the tests of the lock, of training and of bad input (the stages'
-# and those of the modules whose errors they check: they save checkpoints, fork, fail on full disks). A Python the
-# check above refuses gets the install and an import only. uv downloads in parallel and keeps one cache of the wheels
-# the Pythons share (torch's CUDA libraries); `make setup` stays plain pip, which reuses wheels already here.
+# venv, the hash-checked lock and the project, then the tests of the lock, of training and of the stages' bad input,
+# checkpoints, forks and full disks. A Python the check above refuses gets the install and an import only. uv
+# downloads in parallel and keeps one cache of the wheels the Pythons share (torch's CUDA libraries); `make setup`
+# stays plain pip, which reuses wheels already here.
 LOCK_PYTHONS ?= python3.10 python3.12 python3.13
-LOCK_TESTS ?= tests/test_lock.py tests/test_training.py tests/test_stages.py tests/test_params.py tests/test_readers.py \
-	tests/test_extract.py tests/test_store.py tests/test_checkpoint.py tests/test_io.py tests/test_cli.py tests/test_vocabulary.py
+LOCK_TESTS ?= tests/test_lock.py tests/test_cross_entropy.py tests/test_stages.py tests/test_io.py tests/test_checkpoint.py \
+	tests/test_cli.py
 lock-installs: $(UV)
 	@set -e; for python in $(LOCK_PYTHONS); do \
 		venv=$$(mktemp -d)/venv; start=$$(date +%s); \

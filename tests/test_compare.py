@@ -88,7 +88,7 @@ def repo(tmp_path_factory) -> Path:
 def scorer():
     if not metrics.java_available():
         pytest.skip("Java is not installed")
-    with CaptionScorer(meteor=False) as scorer:  # METEOR is tested in test_metric_statistics.py
+    with CaptionScorer(meteor=False) as scorer:  # METEOR is tested in test_statistics.py
         yield scorer
 
 

@@ -62,7 +62,7 @@ class FeatureWriter:
     def __init__(self, path: str | Path, capacity: int, regions: int, dim: int, attrs: dict | None = None):
         self.path = Path(path)
         # No chunk cache: each chunk is one image, written whole at once. With one, HDF5 crashes (SIGSEGV) while
-        # closing a file whose write failed (disk full) instead of raising; see test_bad_input.py.
+        # closing a file whose write failed (disk full) instead of raising; see tests/test_store.py.
         self.file = h5py.File(self.path, "w", rdcc_nbytes=0)
         self.features = self.file.create_dataset(
             FEATURES,
