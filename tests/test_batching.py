@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FEATURE_DIM, REGIONS
-from test_training import tiny_task  # noqa: F401 (a fixture)
+from test_cross_entropy import tiny_task  # noqa: F401 (a fixture)
 
 from captioning.errors import CaptioningError
 from captioning.features.store import FeatureStore

@@ -12,8 +12,8 @@ import torch
 from conftest import EMBED, FEATURE_DIM, HIDDEN, REGIONS
 from repo_params import repo_params
 from scipy.stats import chisquare
+from test_cross_entropy import VOCABULARY, FakeScorer, tiny_task  # noqa: F401 (a fixture)
 from test_paper import LENGTHS, random_captions
-from test_training import VOCABULARY, FakeScorer, tiny_task  # noqa: F401 (a fixture)
 from torch import nn
 
 from captioning.model.decoding import beam_search, greedy_decode
