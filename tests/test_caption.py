@@ -14,7 +14,7 @@ from PIL import Image
 from tiny_model import write_tiny_model
 
 from captioning.__main__ import main
-from captioning.commands.caption import Captioner, attention_path
+from captioning.commands.caption import Captioner, attention_path, attention_paths
 from captioning.data.images import load_rgb
 from captioning.features.encoder import build_encoder
 from captioning.features.extract import encoder_fingerprint, extract_features
@@ -122,6 +122,32 @@ def test_attention_figures_are_numbered_by_position(model, images, tmp_path, cap
     assert status == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["att_1.png", "att_3.png"]
     assert attention_path(out, 3, 3) == tmp_path / "att_3.png" and attention_path(out, 1, 1) == out
+
+
+def test_attention_figures_go_into_an_existing_folder_named_after_each_image(model, images, tmp_path, capsys):
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    order = ["png", "missing", "jpeg"]
+    status = main(["caption", *(str(images[k]) for k in order), "--model", str(model), "--max-len", "2",
+                   "--attention", str(folder)])  # fmt: skip
+    assert status == 1  # the missing image
+    assert sorted(p.name for p in folder.iterdir()) == ["drawing.png", "photo.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]  # nothing beside the folder
+    words = caption_lines(capsys.readouterr().out)[str(images["jpeg"])]
+    with Image.open(folder / "photo.png") as figure:
+        assert figure.format == "PNG" and figure.size == figure_pixels(1 + len(words))
+    one = tmp_path / "one"
+    one.mkdir()
+    assert main(["caption", str(images["gray"]), "--model", str(model), "--max-len", "2", "--attention", str(one)]) == 0
+    assert [p.name for p in one.iterdir()] == ["gray.png"]  # a folder holds the figure even for one image
+
+
+def test_images_sharing_a_name_get_numbered_figures_in_a_folder(tmp_path):
+    assert attention_paths(tmp_path, ["a/photo.jpg", "b/photo.png", "c/other.webp"]) == [
+        tmp_path / "photo_1.png", tmp_path / "photo_2.png", tmp_path / "other.png"
+    ]  # fmt: skip
+    file = tmp_path / "att.png"  # not a folder: numbered beside it, as before
+    assert attention_paths(file, ["x.jpg", "y.jpg"]) == [tmp_path / "att_1.png", tmp_path / "att_2.png"]
 
 
 def test_an_unwritable_attention_figure_is_one_line_and_the_next_images_are_still_captioned(

@@ -9,6 +9,8 @@ others are still captioned (exit status 1 at the end).
 
 --attention OUT.png draws the Show, Attend and Tell figure: to OUT.png for one image, and to
 OUT_1.png, OUT_2.png, ... (numbered by the image's position on the command line) for several.
+--attention DIR, an existing folder, puts one figure per image in it, named after the image: DIR/photo.png
+for photo.jpg (DIR/photo_3.png, by position, where two images on the command line share a name).
 """
 
 from __future__ import annotations
@@ -129,6 +131,18 @@ def attention_path(template: Path, position: int, count: int) -> Path:
     return template.with_name(f"{template.stem}_{position}{suffix}")
 
 
+def attention_paths(out: Path, images: list[str]) -> list[Path]:
+    """Where each image's figure goes, in command-line order: in the folder `out` when it exists (named after
+    the image, numbered by position where two images share a name), else by attention_path."""
+    if not out.is_dir():
+        return [attention_path(out, position, len(images)) for position in range(1, len(images) + 1)]
+    stems = [Path(image).stem for image in images]
+    return [
+        out / (f"{stem}.png" if stems.count(stem) == 1 else f"{stem}_{position}.png")
+        for position, stem in enumerate(stems, start=1)
+    ]
+
+
 def _batches(paths: list[str], size: int):
     for start in range(0, len(paths), size):
         yield list(enumerate(paths[start : start + size], start=start + 1))
@@ -143,8 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--attention",
         type=Path,
-        metavar="OUT.png",
-        help="write the attention figure here (OUT_1.png, OUT_2.png, ... for several images)",
+        metavar="OUT.png|DIR",
+        help="write the attention figure here (OUT_1.png, OUT_2.png, ... for several images); "
+        "an existing folder DIR gets one figure per image, DIR/<image name>.png",
     )
     args = parser.parse_args(argv)
     if args.beam < 1 or args.max_len < 1:
@@ -157,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     except CaptioningError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    figures = attention_paths(args.attention, args.images) if args.attention else []
     failures = 0
     with tqdm(total=len(args.images), unit="img", desc="caption", disable=len(args.images) < PROGRESS_FROM) as bar:
         for batch in _batches(args.images, BATCH_SIZE):
@@ -181,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 if display is not None:
                     from captioning.reports.figures import attention_figure
 
-                    out = attention_path(args.attention, position, len(args.images))
+                    out = figures[position - 1]
                     try:
                         attention_figure(display, caption.tokens, caption.weights, out)
                     except CaptioningError as error:  # e.g. a read-only folder, a folder named OUT.png
