@@ -22,12 +22,14 @@ import yaml
 
 from captioning.errors import CaptioningError, ParamError
 
-DATASETS = ("scenes", "flickr30k", "flickr8k", "coco")
-# The annotation formats each real dataset can be read from (data.format; `auto` detects them).
+DATASETS = ("scenes", "flickr30k", "flickr8k", "coco", "folder")
+# The annotation formats each real dataset can be read from (data.format; `auto` detects them). `folder` is your own
+# photos with captions.csv or captions.jsonl beside them (captioning/data/readers/folder.py).
 DATASET_FORMATS = {
     "flickr30k": ("karpathy", "hf_csv", "kaggle_csv", "token"),
     "flickr8k": ("karpathy", "flickr8k_token", "flickr8k_csv"),
     "coco": ("karpathy",),
+    "folder": ("csv", "jsonl"),
 }
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 BAD_IMAGE_POLICIES = ("skip", "error")
@@ -124,7 +126,8 @@ class DataParams(Section):
         if self.dataset in DATASET_FORMATS:
             formats = ("auto",) + DATASET_FORMATS[self.dataset]
             require(self.format in formats, "data.format", f"one of {', '.join(formats)}", self.format)
-            require(bool(self.root), "data.root", f"the folder holding the {self.dataset} download", self.root)
+            holding = f"the {self.dataset} download" if self.dataset != "folder" else "your images and their captions"
+            require(bool(self.root), "data.root", f"the folder holding {holding}", self.root)
         require(
             self.min_objects <= self.max_objects <= 9,
             "data.max_objects",

@@ -1,6 +1,6 @@
 """Stage `data`: materialise the dataset as image files plus the caption table.
 
-Generated scenes are drawn into --images. A real dataset (Flickr30k, Flickr8k, COCO) is read in place
+Generated scenes are drawn into --images. A real dataset (Flickr30k, Flickr8k, COCO, your own photos) is read in place
 under data.root: the table names its images by folder under data.root and content, --images only holds
 MANIFEST.txt, and the images whose content differs from the previous table are named.
 """

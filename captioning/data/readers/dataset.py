@@ -1,4 +1,4 @@
-"""A real dataset (Flickr30k, Flickr8k, COCO) from its download into the caption table.
+"""A real dataset (Flickr30k, Flickr8k, COCO, or your own photos) from its files into the caption table.
 
 `read_dataset(dataset, root, format, seed)` finds the annotation file under `root` (in it or up to
 three folders below), reads it, gives every image a split and finds the image folder.
@@ -6,11 +6,15 @@ three folders below), reads it, gives every image a split and finds the image fo
 Auto-detection (`format="auto"`) tries the dataset's formats in this order and takes the first whose
 file is found: karpathy (`dataset_<dataset>.json`), then for Flickr30k hf_csv
 (`flickr_annotations_30k.csv`), kaggle_csv (`results.csv`), token (`results_20130124.token`); for
-Flickr8k flickr8k_token (`Flickr8k.token.txt`), flickr8k_csv (`captions.txt`).
+Flickr8k flickr8k_token (`Flickr8k.token.txt`), flickr8k_csv (`captions.txt`); for your own photos
+(`folder`) csv (`captions.csv`) or jsonl (`captions.jsonl`), and both in one folder is an error.
 
 Splits: the file's own split (karpathy, hf_csv); else the Karpathy split from `dataset_<dataset>.json`
 or, for Flickr8k, the `Flickr_8k.*Images.txt` files when found under `root` (images they leave out are
 dropped); else a seeded split with the Karpathy proportions and a logged warning (see split.py).
+
+Images: the folder under `root` that holds the listed images; for `folder`, the folder of the captions
+file, where every listed image must be (folder.py).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from captioning.data.readers.common import SEARCH_DEPTH, Captions, find_file, find_image_root, folders
 from captioning.data.readers.flickr8k import SPLIT_FILES, read_captions_csv, read_split_files
 from captioning.data.readers.flickr30k import read_hf_csv, read_results_csv, read_token_file
+from captioning.data.readers.folder import FOLDER_FILES, read_folder_csv, read_folder_jsonl
 from captioning.data.readers.karpathy import karpathy_split, read_karpathy
 from captioning.data.readers.split import apply_split
 from captioning.data.table import CaptionTable, ImageRecord, changed_contents, image_contents, read_table
@@ -35,6 +40,7 @@ FORMAT_FILES = {
     "token": ("results_20130124.token",),
     "flickr8k_token": ("Flickr8k.token.txt",),
     "flickr8k_csv": ("captions.txt",),
+    **FOLDER_FILES,
 }
 READERS = {
     "hf_csv": read_hf_csv,
@@ -42,6 +48,8 @@ READERS = {
     "token": read_token_file,
     "flickr8k_token": read_token_file,
     "flickr8k_csv": read_captions_csv,
+    "csv": read_folder_csv,
+    "jsonl": read_folder_jsonl,
 }
 
 
@@ -50,18 +58,35 @@ def annotation_files(dataset: str, format: str) -> tuple[str, ...]:
     return (f"dataset_{dataset}.json",) if format == "karpathy" else FORMAT_FILES[format]
 
 
+def _how_to_get(dataset: str, root: Path) -> str:
+    if dataset == "folder":
+        return "see docs/real_data.md, Your own photos"
+    return f"python -m captioning download {dataset} {root}"
+
+
 def detect_format(dataset: str, root: Path, search: list[Path] | None = None) -> tuple[str, Path]:
     """(format, annotation file) of the first of the dataset's formats whose file is under `root`."""
     search = folders(root) if search is None else search
     for format in DATASET_FORMATS[dataset]:
         path = find_file(root, annotation_files(dataset, format), search)
         if path is not None:
+            if dataset == "folder":
+                _one_captions_file(path.parent)
             return format, path
     expected = ", ".join(name for format in DATASET_FORMATS[dataset] for name in annotation_files(dataset, format))
     raise CaptioningError(
         f"data.root={root}: no {dataset} captions found; expected one of {expected} in it or up to "
-        f"{SEARCH_DEPTH} folders below (python -m captioning download {dataset} {root})"
+        f"{SEARCH_DEPTH} folders below ({_how_to_get(dataset, root)})"
     )
+
+
+def _one_captions_file(folder: Path) -> None:
+    """Your own photos have one captions file: two side by side would leave the other one's captions unread."""
+    found = [name for names in FOLDER_FILES.values() for name in names if (folder / name).is_file()]
+    if len(found) > 1:
+        raise CaptioningError(
+            f"{folder}: both {' and '.join(found)}; keep one, or name it with data.format (csv or jsonl)"
+        )
 
 
 def _known_split(dataset: str, root: Path, search: list[Path]) -> tuple[dict[str, str] | None, str]:
@@ -95,8 +120,9 @@ def read_dataset(dataset: str, root: str | Path, format: str = "auto", seed: int
         )
     if not root.is_dir():
         raise CaptioningError(
-            f"data.root={root}: folder not found; download {dataset} there "
-            f"(python -m captioning download {dataset} {root})"
+            f"data.root={root}: folder not found; "
+            + ("put your images and their captions file there" if dataset == "folder" else f"download {dataset} there")
+            + f" ({_how_to_get(dataset, root)})"
         )
     search = folders(root)
     if format == "auto":
@@ -116,10 +142,13 @@ def read_dataset(dataset: str, root: str | Path, format: str = "auto", seed: int
     captions = read_captions(dataset, format, path)
     captions.report()
     if any(record.split is None for record in captions.images.values()):
-        known, source = _known_split(dataset, root, search)
+        known, source = (None, "a seeded split") if dataset == "folder" else _known_split(dataset, root, search)
         apply_split(captions, dataset, known, source, seed)
     records = list(captions.images.values())
-    image_root = find_image_root(root, [record.image for record in records], search)
+    if dataset == "folder":
+        image_root = path.parent  # the reader has checked that every listed image is there
+    else:
+        image_root = find_image_root(root, [record.image for record in records], search)
     table = CaptionTable(
         dataset, image_root, [ImageRecord(r.image, r.split, r.captions, r.tokens) for r in records], data_root=root
     )

@@ -4,7 +4,9 @@ The seeded split keeps the Karpathy proportions. With N images and Karpathy size
 totalling T: val = min(val, round(N * val / T)) and test likewise, each at least 1; train gets every
 other image. So the full Flickr30k (31,783 images) gets 1,014 val and 1,000 test and 29,769 train,
 and a 310-image sample 10 val, 10 test and 290 train. The images are sorted by name before a
-`random.Random(seed)` shuffle, so the split depends only on the names and the seed.
+`random.Random(seed)` shuffle, so the split depends only on the names and the seed. Your own photos
+(data.dataset: folder) get Flickr8k's proportions: 3/4 train, 1/8 val, 1/8 test (at most 1,000 each),
+so 12 images are 8 / 2 / 2 and 100 images 76 / 12 / 12.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ KARPATHY_SIZES = {
     "flickr8k": (6_000, 1_000, 1_000),
     "coco": (113_287, 5_000, 5_000),
 }
+OWN_SIZES = KARPATHY_SIZES["flickr8k"]  # data.dataset: folder: 3/4 train, 1/8 val, 1/8 test, at most 1,000 each
 
 
 def split_sizes(count: int, sizes: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -57,15 +60,19 @@ def apply_split(captions: Captions, dataset: str, known: dict[str, str] | None, 
             raise CaptioningError(
                 f"{captions.source}: a seeded train/val/test split needs at least 3 images, got {len(unsplit)}"
             )
-        known = seeded_split(unsplit, KARPATHY_SIZES[dataset], seed)
+        known = seeded_split(unsplit, KARPATHY_SIZES.get(dataset, OWN_SIZES), seed)
         counts = [sum(split == s for split in known.values()) for s in ("train", "val", "test")]
+        if dataset in KARPATHY_SIZES:
+            missing, advice = "file", f"Put dataset_{dataset}.json under data.root for the Karpathy split"
+        else:
+            missing, advice = "column", "Add a split column (train, val or test) to choose it"
         log.warning(
-            "%s: no split file found; using a seeded random split (data.seed=%d): %d train, %d val, %d test. "
-            "Put dataset_%s.json under data.root for the Karpathy split",
+            "%s: no split %s found; using a seeded random split (data.seed=%d): %d train, %d val, %d test. %s",
             captions.source,
+            missing,
             seed,
             *counts,
-            dataset,
+            advice,
         )
     dropped = [name for name in unsplit if name not in known]
     for name in unsplit:
