@@ -74,7 +74,7 @@ STAGE_CASES = [
         StageCase(
             "data",
             {"data": {"dataset": "imagenet"}},
-            "error: params.yaml: data.dataset must be one of scenes, flickr30k, flickr8k, coco, got 'imagenet'",
+            "error: params.yaml: data.dataset must be one of scenes, flickr30k, flickr8k, coco, folder, got 'imagenet'",
             DATA_OUTPUTS,
             in_subprocess=True,
         ),
