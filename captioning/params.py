@@ -35,6 +35,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 BAD_IMAGE_POLICIES = ("skip", "error")
 SELECT_BY = ("bleu_4", "cider", "meteor", "rouge_l")
 ATTENTION_KINDS = ("soft", "hard", "none")
+ENCODERS = ("resnet50", "resnet101", "resnet152")
 IMAGENET_VARIANTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
 IMPLEMENTATIONS = ("auto", "paper", "fast")
 SCST_BASELINES = ("greedy", "mean")
@@ -144,6 +145,7 @@ class VocabParams(Section):
 
 @dataclass(frozen=True)
 class FeaturesParams(Section):
+    encoder: Annotated[str, one_of(ENCODERS)]
     weights: Annotated[
         str,
         Rule(

@@ -119,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     # ---------------------------------------------------------------------------------------------------------------
-    # 1. The encoder: the frozen ResNet50 of the features stage, rebuilt from the recipe the model records (seeded
-    #    random weights when features.weights is none). An image becomes its last convolutional map, 2048 x 7 x 7,
-    #    read as L = 49 regions a_i of D = 2048 features.
+    # 1. The encoder: the frozen ResNet of the features stage (ResNet50 by default), rebuilt from the recipe the model
+    #    records (seeded random weights when features.weights is none). An image becomes its last convolutional map,
+    #    2048 x 7 x 7, read as L = 49 regions a_i of D = 2048 features.
     # ---------------------------------------------------------------------------------------------------------------
     section("1. encoder: image -> 49 regions of 2048 features")
-    if recipe.weights == "imagenet" and not _imagenet_weights_cached(recipe.imagenet_variant):
+    if recipe.weights == "imagenet" and not _imagenet_weights_cached(recipe.encoder, recipe.imagenet_variant):
         print("error: the model's encoder needs ImageNet weights that are not cached here", file=sys.stderr)
         return 1
     if args.image is not None:
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         image, truth = default_image(0)
         print(f"  image: a generated scene ({image.width} x {image.height}): {truth!r}")
-    encoder = build_encoder(recipe.weights, recipe.seed, recipe.imagenet_variant)
+    encoder = build_encoder(recipe.weights, recipe.seed, recipe.imagenet_variant, recipe.encoder)
     fingerprint = encoder_fingerprint(encoder)
     if recipe.encoder_fingerprint and fingerprint != recipe.encoder_fingerprint:  # the tiny model records none
         print(f"error: the rebuilt encoder is not the one {model_path} was trained with", file=sys.stderr)
@@ -254,11 +254,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _imagenet_weights_cached(variant: str) -> bool:
+def _imagenet_weights_cached(encoder: str, variant: str) -> bool:
     """Whether torchvision would find the ImageNet weights without downloading them."""
     import torchvision
 
-    name = Path(torchvision.models.ResNet50_Weights[variant].url).name
+    name = Path(torchvision.models.get_model_weights(encoder)[variant].url).name
     return (Path(torch.hub.get_dir()) / "checkpoints" / name).is_file()
 
 

@@ -153,6 +153,7 @@ def test_hard_lambda_r_of_a_million_is_refused_naming_the_usual_range():
         ("evaluate", {"beam_size": 0}, "evaluate.beam_size", "an integer >= 1"),
         ("vocab", {"min_word_freq": 0}, "vocab.min_word_freq", "an integer >= 1"),
         ("features", {"weights": "resnet.bin"}, "features.weights", "none, imagenet or the path"),
+        ("features", {"encoder": "resnet34"}, "features.encoder", "one of resnet50, resnet101, resnet152"),
         ("data", {"dataset": "mnist"}, "data.dataset", "one of scenes, flickr30k, flickr8k, coco"),
         ("data", {"min_objects": 2, "max_objects": 1}, "data.max_objects", "from data.min_objects (2) to 9"),
         ("data", {"on_bad_image": "ignore"}, "data.on_bad_image", "one of skip, error"),

@@ -13,6 +13,7 @@ from captioning.features.recipe import FeatureRecipe
 from captioning.features.store import FeatureStore, FeatureWriter
 
 RECIPE = FeatureRecipe(
+    encoder="resnet101",
     weights="none",
     imagenet_variant="IMAGENET1K_V2",
     seed=3,
@@ -26,6 +27,7 @@ def test_of_takes_the_params_and_the_resolved_precision():
     params = repo_params("features", weights="imagenet", seed=7, image_size=96, precision="auto")
     recipe = FeatureRecipe.of(params, "fp32", "9.9e+01")
     assert recipe.to_dict() == {
+        "encoder": "resnet50",
         "weights": "imagenet",
         "imagenet_variant": "IMAGENET1K_V2",
         "seed": 7,

@@ -25,6 +25,7 @@ def write_tiny_model(
     with torch.no_grad():  # never <pad>, <start>, <unk> or <end>: every caption is as long as max_len allows
         decoder.output.bias[: len(SPECIALS)] = -1e4
     feature_recipe = {
+        "encoder": "resnet50",
         "weights": "none",
         "imagenet_variant": "IMAGENET1K_V2",
         "seed": 0,

@@ -1,6 +1,6 @@
 """`python -m captioning caption IMAGE [IMAGE ...]`: caption new images with a trained model.
 
-The model file records the recipe of the features it was trained on; the same frozen ResNet50 is
+The model file records the recipe of the features it was trained on; the same frozen ResNet is
 rebuilt from it and checked against the recorded fingerprint, and images are opened and resized
 exactly as the features stage does (EXIF orientation, RGB, image_size x image_size), so a new image
 reaches the decoder as the training images did. Prints `IMAGE<TAB>caption` per image; an image that
@@ -81,10 +81,10 @@ class Captioner:
         if decoder.config.feature_dim != FEATURE_DIM:
             raise CaptioningError(
                 f"{model_path}: the decoder expects {decoder.config.feature_dim}-dimensional features, "
-                f"the ResNet50 encoder gives {FEATURE_DIM}"
+                f"the ResNet encoder gives {FEATURE_DIM}"
             )
         try:
-            encoder = build_encoder(recipe.weights, recipe.seed, recipe.imagenet_variant)
+            encoder = build_encoder(recipe.weights, recipe.seed, recipe.imagenet_variant, recipe.encoder)
         except CaptioningError as error:
             raise CaptioningError(f"{model_path}: cannot rebuild the encoder its features came from: {error}") from None
         fingerprint = encoder_fingerprint(encoder)  # on the CPU, like the features stage

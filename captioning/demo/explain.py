@@ -22,6 +22,8 @@ from captioning.data.images import MAX_PIXELS, BadImageError, load_rgb
 from captioning.data.table import read_table
 from captioning.demo.beams import ranked_beams
 from captioning.errors import CaptioningError
+from captioning.features.encoder import display_name
+from captioning.features.recipe import RECORDED_BEFORE
 from captioning.reports.figures import DISPLAY_PIXELS, SHADE, attention_grid, upsample
 
 log = logging.getLogger(__name__)
@@ -188,12 +190,13 @@ def provenance(model_path: str | Path, payload: dict, table_path: str | Path | N
     validation = payload.get("validation") or {}
     scores = ", ".join(f"{key} {value:.4f}" for key, value in validation.items() if isinstance(value, (int, float)))
     weights = str(recipe.get("weights", "?"))
+    network = display_name(str(recipe.get("encoder", RECORDED_BEFORE["encoder"])))
     if weights == "none":
-        encoder = f"ResNet50 with seeded random weights (features.weights none, seed {recipe.get('seed', '?')})"
+        encoder = f"{network} with seeded random weights (features.weights none, seed {recipe.get('seed', '?')})"
     elif weights == "imagenet":
-        encoder = f"ResNet50, ImageNet weights {recipe.get('imagenet_variant', '?')}"
+        encoder = f"{network}, ImageNet weights {recipe.get('imagenet_variant', '?')}"
     else:
-        encoder = f"ResNet50, weights from {weights}"
+        encoder = f"{network}, weights from {weights}"
     size = recipe.get("image_size")
     if size:
         encoder += f"; {size} x {size} pixels, {int(size) // 32} x {int(size) // 32} regions"

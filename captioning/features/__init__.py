@@ -1,1 +1,1 @@
-"""Image features: the frozen ResNet50 encoder, extraction, and the HDF5 store."""
+"""Image features: the frozen ResNet encoder, extraction, and the HDF5 store."""

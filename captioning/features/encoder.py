@@ -1,4 +1,8 @@
-"""The frozen ResNet50 encoder: an image in, its last convolutional map (2048 x 7 x 7) out."""
+"""The frozen ResNet encoder (50, 101 or 152 layers): an image in, its last convolutional map (2048 x 7 x 7) out.
+
+The three share the output stride (32) and width (2048), so everything after the features stage is the same for
+each; ResNet-101 is what most published Flickr30k and COCO numbers use, ResNet50 is the default.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from torch import nn
 
 from captioning.errors import CaptioningError
 from captioning.io import UnloadableFile, load_plain
-from captioning.params import IMAGENET_VARIANTS
+from captioning.params import ENCODERS, IMAGENET_VARIANTS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -18,7 +22,7 @@ FEATURE_DIM = 2048
 
 
 class FrozenEncoder(nn.Module):
-    """ResNet50 without avgpool and fc; takes uint8 images, normalises them itself, never trains."""
+    """A ResNet without avgpool and fc; takes uint8 images, normalises them itself, never trains."""
 
     def __init__(self, resnet: torchvision.models.ResNet):
         super().__init__()
@@ -38,19 +42,30 @@ class FrozenEncoder(nn.Module):
         return feature_map.flatten(2).transpose(1, 2)  # (B, 49, 2048)
 
 
-def _checkpoint_hint(variant: str) -> str:
-    filename = Path(torchvision.models.ResNet50_Weights[variant].url).name
+def display_name(encoder: str) -> str:
+    """resnet101 -> ResNet101, as the log lines and messages write it."""
+    return encoder.replace("resnet", "ResNet")
+
+
+def _weights_enum(encoder: str):
+    return torchvision.models.get_model_weights(encoder)  # ResNet50_Weights, ResNet101_Weights, ...
+
+
+def _checkpoint_hint(encoder: str, variant: str) -> str:
+    filename = Path(_weights_enum(encoder)[variant].url).name
     hub = Path(torch.hub.get_dir()) / "checkpoints"  # $TORCH_HOME/hub, else $XDG_CACHE_HOME/torch/hub, else ~/.cache
     return (
         f"copy {filename} to {hub / filename}, or set features.weights to the path of a local "
-        f"ResNet50 state dict (.pth)"
+        f"{display_name(encoder)} state dict (.pth)"
     )
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | Path, encoder: str = "resnet50") -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise CaptioningError(f"features.weights: {path} not found (expected a ResNet50 state dict .pth)")
+        raise CaptioningError(
+            f"features.weights: {path} not found (expected a {display_name(encoder)} state dict .pth)"
+        )
     try:
         state = load_plain(path)
     except UnloadableFile as refused:
@@ -63,25 +78,31 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def build_resnet50(weights: str, seed: int = 0, imagenet_variant: str = "IMAGENET1K_V2") -> torchvision.models.ResNet:
+def build_resnet(
+    weights: str, seed: int = 0, imagenet_variant: str = "IMAGENET1K_V2", encoder: str = "resnet50"
+) -> torchvision.models.ResNet:
     """`none`: seeded random weights; `imagenet`: torchvision's; anything else: a local state-dict path."""
+    if encoder not in ENCODERS:  # params.py checks params.yaml; this, a model file's recipe
+        raise CaptioningError(f"features.encoder must be one of {', '.join(ENCODERS)}, got {encoder!r}")
+    architecture = getattr(torchvision.models, encoder)
     if weights == "none":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return torchvision.models.resnet50(weights=None)
+            return architecture(weights=None)
     if weights == "imagenet":
-        if imagenet_variant not in IMAGENET_VARIANTS:  # params.py checks params.yaml; this, a model file's recipe
+        if imagenet_variant not in IMAGENET_VARIANTS:
             raise CaptioningError(
                 f"features.imagenet_variant must be one of {', '.join(IMAGENET_VARIANTS)}, got {imagenet_variant!r}"
             )
         try:
-            return torchvision.models.resnet50(weights=torchvision.models.ResNet50_Weights[imagenet_variant])
+            return architecture(weights=_weights_enum(encoder)[imagenet_variant])
         except (OSError, RuntimeError) as error:  # URLError is an OSError
             raise CaptioningError(
-                f"cannot download the ImageNet ResNet50 weights ({error}); {_checkpoint_hint(imagenet_variant)}"
+                f"cannot download the ImageNet {display_name(encoder)} weights ({error}); "
+                f"{_checkpoint_hint(encoder, imagenet_variant)}"
             ) from None
-    model = torchvision.models.resnet50(weights=None)
-    state = load_state_dict(weights)
+    model = architecture(weights=None)
+    state = load_state_dict(weights, encoder)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -96,11 +117,13 @@ def build_resnet50(weights: str, seed: int = 0, imagenet_variant: str = "IMAGENE
             k = wrong_shape[0]
             details.append(f"{k} has shape {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}")
         raise CaptioningError(
-            f"features.weights: {weights} is not a torchvision ResNet50 state dict: {'; '.join(details)}"
+            f"features.weights: {weights} is not a torchvision {display_name(encoder)} state dict: {'; '.join(details)}"
         )
     model.load_state_dict(state)
     return model
 
 
-def build_encoder(weights: str, seed: int = 0, imagenet_variant: str = "IMAGENET1K_V2") -> FrozenEncoder:
-    return FrozenEncoder(build_resnet50(weights, seed, imagenet_variant))
+def build_encoder(
+    weights: str, seed: int = 0, imagenet_variant: str = "IMAGENET1K_V2", encoder: str = "resnet50"
+) -> FrozenEncoder:
+    return FrozenEncoder(build_resnet(weights, seed, imagenet_variant, encoder))

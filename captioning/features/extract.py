@@ -1,4 +1,4 @@
-"""Streaming feature extraction: image files -> frozen ResNet50 -> HDF5, never all in memory.
+"""Streaming feature extraction: image files -> frozen ResNet -> HDF5, never all in memory.
 
 Images are decoded and resized in DataLoader workers while the main process runs the encoder; the
 workers start once per call and decode ahead across the files it writes (the features stage's parts);
@@ -109,7 +109,7 @@ def extract_parts(
         prefetch_factor=4 if num_workers else None,
         worker_init_fn=ignore_ctrl_c,
     )
-    regions = math.ceil(image_size / 32) ** 2  # ResNet50's output stride is 32, rounding up
+    regions = math.ceil(image_size / 32) ** 2  # a ResNet's output stride is 32, rounding up
     encode = partial(_encode, encoder, device, precision)
     report = ExtractionReport()
     start = time.perf_counter()

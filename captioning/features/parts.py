@@ -35,7 +35,7 @@ from captioning.cli import raise_if_interrupted
 from captioning.data.table import CaptionTable
 from captioning.device import resolve_precision
 from captioning.errors import CaptioningError
-from captioning.features.encoder import FrozenEncoder, build_encoder
+from captioning.features.encoder import FrozenEncoder, build_encoder, display_name
 from captioning.features.extract import ExtractionReport, encoder_fingerprint, extract_parts
 from captioning.features.recipe import FeatureRecipe
 from captioning.features.store import FEATURES, NAMES, SKIPPED, FeatureWriter
@@ -70,9 +70,10 @@ def extract_table(
     fingerprint and the resolved precision), data.on_bad_image and the table file. features.nproc and
     features.num_workers change who computes the parts, not what they hold, so a rerun may change them."""
     precision = resolve_precision(params.precision, device)
-    make_encoder = partial(build_encoder, params.weights, params.seed, params.imagenet_variant)
+    make_encoder = partial(build_encoder, params.weights, params.seed, params.imagenet_variant, params.encoder)
     recipe = FeatureRecipe.of(params, precision, encoder_fingerprint(make_encoder()))  # each process builds its own
-    log.info("ResNet50 (%s weights) on %s, %s, batch %d", params.weights, device, precision, params.batch_size)
+    name, weights = display_name(params.encoder), params.weights
+    log.info("%s (%s weights) on %s, %s, batch %d", name, weights, device, precision, params.batch_size)
     content = dataclasses.replace(params, nproc=1, num_workers=0)
     run_key = run_fingerprint([content, recipe, on_bad_image], [table_path])
     names = [record.image for record in table.images]

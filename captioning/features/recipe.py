@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from captioning.errors import CaptioningError
 from captioning.params import FeaturesParams
 
+# What files written before a field existed held: every features file and model file without `encoder` came from a
+# ResNet50, the only encoder there was.
+RECORDED_BEFORE = {"encoder": "resnet50"}
+
 
 @dataclass(frozen=True)
 class FeatureRecipe:
+    encoder: str  # features.encoder: resnet50, resnet101 or resnet152
     weights: str  # features.weights: none, imagenet or a state dict file
     imagenet_variant: str
     seed: int  # of the random encoder when weights is none
@@ -27,6 +32,7 @@ class FeatureRecipe:
     def of(cls, params: FeaturesParams, precision: str, encoder_fingerprint: str) -> FeatureRecipe:
         """The recipe of features extracted with these params, at this (resolved) precision."""
         return cls(
+            encoder=params.encoder,
             weights=params.weights,
             imagenet_variant=params.imagenet_variant,
             seed=params.seed,
@@ -37,7 +43,7 @@ class FeatureRecipe:
 
     @classmethod
     def missing_fields(cls, values: Mapping) -> list[str]:
-        return [field.name for field in dataclasses.fields(cls) if field.name not in values]
+        return [field.name for field in dataclasses.fields(cls) if field.name not in {**RECORDED_BEFORE, **values}]
 
     @classmethod
     def from_dict(cls, values: Mapping, source: str = "the features file", remedy: str = "") -> FeatureRecipe:
@@ -48,7 +54,9 @@ class FeatureRecipe:
                 f"{source}: does not record the recipe of its features (missing {', '.join(missing)})"
                 + (f": {remedy}" if remedy else "")
             )
+        values = {**RECORDED_BEFORE, **values}
         return cls(
+            encoder=str(values["encoder"]),
             weights=str(values["weights"]),
             imagenet_variant=str(values["imagenet_variant"]),
             seed=int(values["seed"]),
