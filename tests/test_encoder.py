@@ -13,7 +13,7 @@ from tiny_model import write_tiny_model
 
 from captioning.commands.caption import Captioner
 from captioning.errors import CaptioningError
-from captioning.features.encoder import build_encoder
+from captioning.features.encoder import RANDOM_WEIGHTS_SCALE, FrozenEncoder, build_encoder, build_resnet
 from captioning.features.extract import encoder_fingerprint
 from captioning.features.recipe import FeatureRecipe
 from captioning.text.vocabulary import SPECIALS
@@ -93,3 +93,29 @@ def test_caption_rebuilds_the_encoder_the_model_was_trained_on(tmp_path):
     with torch.no_grad():
         expected = build_encoder("none", 0, encoder="resnet101")(torch.from_numpy(image)[None]).to(torch.float16)
     torch.testing.assert_close(captioner.features([image]), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_random_encoder_stays_in_float16s_range_near_resnet50s_scale(seed):
+    """Unscaled, a random ResNet101's map passes float16's 65,504 and a ResNet152's by far (RANDOM_WEIGHTS_SCALE)."""
+    image = torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (2, 3, 96, 96), dtype=np.uint8))
+    largest = {}
+    with torch.no_grad():
+        for name in BLOCKS:
+            features = build_encoder("none", seed, encoder=name)(image)
+            assert torch.isfinite(features.to(torch.float16)).all()
+            largest[name] = features.abs().max().item()
+    assert all(2**4 < value < 2**11 for value in largest.values()), largest  # ResNet50's: about 2^7
+
+
+def test_the_scale_is_an_exact_power_of_two_and_only_for_random_weights(tmp_path):
+    image = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 3, 64, 64), dtype=np.uint8))
+    scaled = build_encoder("none", 0, encoder="resnet101")
+    assert scaled.output_scale == RANDOM_WEIGHTS_SCALE["resnet101"] == 2.0**-10
+    unscaled = FrozenEncoder(build_resnet("none", 0, encoder="resnet101"))
+    with torch.no_grad():
+        assert torch.equal(scaled(image), unscaled(image) * 2.0**-10)
+    path = tmp_path / "resnet101.pth"
+    torch.save(torchvision.models.resnet101(weights=None).state_dict(), path)
+    assert build_encoder(str(path), encoder="resnet101").output_scale == 1.0  # trained weights: their own scale
+    assert build_encoder("none", 0).output_scale == 1.0  # the default's features are as they always were

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from fixtures_real import image_bytes
 from PIL import Image
 from tiny_repo import leftovers
@@ -24,7 +25,7 @@ from tiny_repo import leftovers
 from captioning.data.images import MAX_PIXELS, BadImageError, load_rgb, resize_to_array
 from captioning.errors import CaptioningError
 from captioning.features import extract as extract_module
-from captioning.features.encoder import FEATURE_DIM, build_encoder
+from captioning.features.encoder import FEATURE_DIM, FrozenEncoder, build_encoder
 from captioning.features.extract import ExtractionReport, encoder_fingerprint, extract_features, extract_parts
 from captioning.features.parts import extract_in_parts, merge_parts
 from captioning.features.store import FeatureStore
@@ -93,6 +94,16 @@ def test_on_bad_image_error_stops_naming_the_file(encoder, image_root, tmp_path)
     with pytest.raises(BadImageError, match=r"bad\.png: cannot decode image") as caught:
         extract(encoder, image_root, ["a.png", "bad.png"], tmp_path / "features.h5", on_bad_image="error")
     assert "data.on_bad_image: skip" in str(caught.value)
+
+
+def test_features_float16_cannot_hold_stop_the_run_naming_the_image_and_leave_no_part(image_root, tmp_path):
+    too_large = FrozenEncoder(torchvision.models.resnet50(weights=None), output_scale=2.0**12)  # maps up to ~2^19
+    part = tmp_path / "parts" / "part-00000.h5"
+    part.parent.mkdir()
+    with pytest.raises(CaptioningError) as caught:
+        extract_parts(too_large, image_root, [(["c.png", "a.png"], part)], image_size=IMAGE_SIZE, num_workers=0)
+    assert str(caught.value).startswith("c.png: its features exceed float16's range (65,504)")
+    assert list(part.parent.iterdir()) == []
 
 
 def test_the_encoder_stays_frozen_in_eval_mode(encoder):

@@ -19,14 +19,20 @@ from captioning.params import ENCODERS, IMAGENET_VARIANTS
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FEATURE_DIM = 2048
+# A random ResNet's residual stream grows with depth (its BatchNorm layers hold no learned statistics): on the scenes
+# ResNet50's map reaches about 2^7, ResNet101's 2^17 to 2^18 and ResNet152's 2^27 to 2^30 (seeds 0-2), past the
+# 65,504 (~2^16) of the float16 the features are stored in. A power of two brings the deeper ones back to ResNet50's
+# range without rounding; the decoder standardises every channel with training statistics, so nothing else changes.
+RANDOM_WEIGHTS_SCALE = {"resnet50": 1.0, "resnet101": 2.0**-10, "resnet152": 2.0**-21}
 
 
 class FrozenEncoder(nn.Module):
     """A ResNet without avgpool and fc; takes uint8 images, normalises them itself, never trains."""
 
-    def __init__(self, resnet: torchvision.models.ResNet):
+    def __init__(self, resnet: torchvision.models.ResNet, output_scale: float = 1.0):
         super().__init__()
         self.body = nn.Sequential(*list(resnet.children())[:-2])
+        self.output_scale = output_scale  # RANDOM_WEIGHTS_SCALE; not a buffer, so the fingerprint is the weights'.
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
         self.eval()
@@ -39,6 +45,8 @@ class FrozenEncoder(nn.Module):
         # images: (B, 3, H, W) uint8 -> (B, H/32 * W/32, 2048) region features
         pixels = (images.float() - self.mean) / self.std
         feature_map = self.body(pixels.contiguous(memory_format=torch.channels_last))  # (B, 2048, 7, 7)
+        if self.output_scale != 1.0:
+            feature_map = feature_map * self.output_scale
         return feature_map.flatten(2).transpose(1, 2)  # (B, 49, 2048)
 
 
@@ -126,4 +134,5 @@ def build_resnet(
 def build_encoder(
     weights: str, seed: int = 0, imagenet_variant: str = "IMAGENET1K_V2", encoder: str = "resnet50"
 ) -> FrozenEncoder:
-    return FrozenEncoder(build_resnet(weights, seed, imagenet_variant, encoder))
+    resnet = build_resnet(weights, seed, imagenet_variant, encoder)
+    return FrozenEncoder(resnet, RANDOM_WEIGHTS_SCALE[encoder] if weights == "none" else 1.0)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from captioning.cli import ctrl_c_deferred, ignore_ctrl_c, raise_if_interrupted
 from captioning.data.images import BadImageError, load_rgb, resize_to_array
 from captioning.device import autocast
+from captioning.errors import CaptioningError
 from captioning.features.encoder import FEATURE_DIM, FrozenEncoder
 from captioning.features.store import FeatureWriter
 from captioning.io import atomic_path
@@ -162,13 +163,26 @@ def _write_part(batches, writer: FeatureWriter, encode, on_bad_image: str, progr
                 log.warning("skipped: %s", message)
                 skipped.append(name)
             if images is not None:
-                writer.append(names, encode(images))
+                features = encode(images)
+                _check_finite(features, names)
+                writer.append(names, features)
             progress.update(len(names) + len(bad))
     except BaseException:
         writer.abandon()
         raise
     writer.close(skipped)
     return skipped
+
+
+def _check_finite(features: np.ndarray, names: list[str]) -> None:
+    """Stop at features float16 cannot hold: an encoder whose maps exceed 65,504 would train on inf and NaN."""
+    finite = np.isfinite(features).all(axis=(1, 2))
+    if not finite.all():
+        name = names[int(np.argmin(finite))]
+        raise CaptioningError(
+            f"{name}: its features exceed float16's range (65,504), in which they are stored: the encoder's weights "
+            "(features.weights) give maps too large; ImageNet weights stay far below it"
+        )
 
 
 def _stop_workers(batches) -> None:
