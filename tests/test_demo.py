@@ -227,6 +227,9 @@ def test_provenance_comes_from_the_model_file(model, tmp_path):
     write_table(table, CaptionTable("scenes", tmp_path, [ImageRecord("a.png", "test", ["a red circle"])]))
     assert dict(provenance(model, payload, table))["dataset"] == f"not recorded in the model file ({table} says scenes)"
     assert dict(provenance(model, {**payload, "dataset": "flickr8k"}, table))["dataset"] == "flickr8k"
+    deeper = {**payload, "feature_recipe": {**payload["feature_recipe"], "encoder": "resnet101", "image_size": 448}}
+    assert dict(provenance(model, deeper))["encoder"].startswith("ResNet101 with seeded random weights")
+    assert "; 448 x 448 pixels, 14 x 14 regions;" in dict(provenance(model, deeper))["encoder"]
 
 
 def test_test_images_come_from_the_caption_table(tmp_path):
