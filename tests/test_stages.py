@@ -51,7 +51,7 @@ def features_without(skipped: list[str], kept: list[str]) -> Callable[[Path], No
     """data/features.h5 with features for `kept` and `skipped` recorded as unreadable by the features stage."""
 
     def write(folder: Path) -> None:
-        recipe = FeatureRecipe("none", "IMAGENET1K_V2", 0, 64, "fp32", "1.0e+00")  # as the features stage writes it
+        recipe = FeatureRecipe("resnet50", "none", "IMAGENET1K_V2", 0, 64, "fp32", "1.0e+00")  # as the stage writes it
         writer = FeatureWriter(folder / "data/features.h5", len(kept), 4, 8, recipe.to_dict())
         writer.append(kept, np.ones((len(kept), 4, 8), dtype=np.float32))
         writer.close(skipped)
