@@ -43,7 +43,8 @@ class FeatureRecipe:
 
     @classmethod
     def missing_fields(cls, values: Mapping) -> list[str]:
-        return [field.name for field in dataclasses.fields(cls) if field.name not in {**RECORDED_BEFORE, **values}]
+        names = [field.name for field in dataclasses.fields(cls)]
+        return [name for name in names if name not in values and name not in RECORDED_BEFORE]
 
     @classmethod
     def from_dict(cls, values: Mapping, source: str = "the features file", remedy: str = "") -> FeatureRecipe:
